@@ -1,0 +1,169 @@
+"""Which backends are built and usable here, and which one an op runs on.
+
+Backends:
+  ``torch``   the pure-PyTorch reference of each op (any device; the definition of correct).
+  ``cpp``     the compiled CPU module ``fastral._C`` (OpenMP, vectorised), for CPU inputs.
+  ``triton``  Triton kernels (``fastral.kernels``), for CUDA inputs; CPU inputs too under ``TRITON_INTERPRET=1``
+              (Triton's interpreter, used by the test suite; slow).
+  ``cuda``    the compiled CUDA module ``fastral._C_cuda``, for CUDA inputs.
+
+``backend="auto"`` picks ``cpp`` for CPU inputs and, for CUDA inputs, the faster of ``triton`` and ``cuda`` per
+op (:data:`GPU_PREFERENCE`), falling back to the other GPU backend and then to ``torch``. The choice is logged
+once per op and device type on the ``fastral`` logger (INFO), with the reason when it is a fallback.
+Asking for a backend by name that cannot run raises :class:`BackendUnavailableError` saying why.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+from types import ModuleType
+
+import torch
+
+logger = logging.getLogger("fastral")
+
+BACKENDS = ("torch", "cpp", "triton", "cuda")
+
+# Per op, the GPU backend `auto` tries first. Provenance: see the table in bench/README.md ("GPU dispatch");
+# until a GPU run measures both, the compiled CUDA module is preferred (no JIT compile on first call).
+GPU_PREFERENCE = {"region_stats": "cuda", "kl_histogram": "cuda", "bald": "cuda"}
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run here; the message says why."""
+
+
+@functools.cache
+def _import(module: str) -> tuple[ModuleType | None, str]:
+    try:
+        return importlib.import_module(module), ""
+    except Exception as exc:  # ImportError, or a broken build raising something else at load time
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def cpp_module() -> ModuleType:
+    """The compiled CPU module, or BackendUnavailableError saying why it is missing."""
+    mod, err = _import("fastral._C")
+    if mod is None:
+        raise BackendUnavailableError(
+            "backend 'cpp' is unavailable: the compiled CPU module fastral._C could not be imported "
+            f"({err}). Reinstall fastral from source with a C++17 compiler, cmake and OpenMP "
+            "(`pip install .`; set FASTRAL_STRICT_BUILD=1 to see the build error)."
+        )
+    return mod
+
+
+def cuda_module() -> ModuleType:
+    """The compiled CUDA module, or BackendUnavailableError saying why it is missing."""
+    mod, err = _import("fastral._C_cuda")
+    if mod is None:
+        raise BackendUnavailableError(
+            "backend 'cuda' is unavailable: the CUDA module fastral._C_cuda could not be imported "
+            f"({err}). It is built only where a CUDA toolkit (nvcc) is found at install time."
+        )
+    return mod
+
+
+def cuda_ops() -> ModuleType:
+    """Tensor-level launchers over the CUDA module (``fastral.ops._cuda``), or BackendUnavailableError."""
+    cuda_module()
+    return importlib.import_module("fastral.ops._cuda")
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_module(op: str) -> ModuleType:
+    """The Triton kernels of ``op`` (``fastral.kernels.<op>``), or BackendUnavailableError saying why."""
+    mod, err = _import(f"fastral.kernels.{op}")
+    if mod is None:
+        raise BackendUnavailableError(
+            f"backend 'triton' is unavailable for {op}: {err}. Install the extra: `pip install fastral[triton]`."
+        )
+    return mod
+
+
+def _check_runs_on(backend: str, op: str, device: torch.device) -> None:
+    """Raise BackendUnavailableError unless ``backend`` can run ``op`` on ``device``."""
+    if backend == "torch":
+        return
+    if backend == "cpp":
+        if device.type != "cpu":
+            raise BackendUnavailableError(f"backend 'cpp' runs on CPU inputs only, got an input on {device}")
+        cpp_module()
+    elif backend == "triton":
+        if device.type == "cpu" and not triton_interpreted():
+            raise BackendUnavailableError(
+                "backend 'triton' needs CUDA inputs (or TRITON_INTERPRET=1 set before fastral is imported, "
+                "to run its kernels in Triton's slow CPU interpreter)"
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise BackendUnavailableError(f"backend 'triton' does not support inputs on {device}")
+        triton_module(op)
+    elif backend == "cuda":
+        if device.type != "cuda":
+            raise BackendUnavailableError(f"backend 'cuda' runs on CUDA inputs only, got an input on {device}")
+        cuda_module()
+    else:
+        raise ValueError(f"{op}: argument 'backend' must be 'auto' or one of {BACKENDS}, got {backend!r}")
+
+
+@functools.cache
+def _auto(op: str, device_type: str) -> str:
+    if device_type == "cpu":
+        candidates = ["cpp"]
+    elif device_type == "cuda":
+        first = GPU_PREFERENCE[op]
+        candidates = [first, "triton" if first == "cuda" else "cuda"]
+    else:
+        candidates = []
+    reasons = []
+    for name in candidates:
+        try:
+            _check_runs_on(name, op, torch.device(device_type))
+        except BackendUnavailableError as exc:
+            reasons.append(str(exc))
+            continue
+        logger.info("fastral: %s on %s runs on backend %r", op, device_type, name)
+        return name
+    logger.info(
+        "fastral: %s on %s falls back to the PyTorch reference%s",
+        op,
+        device_type,
+        (": " + "; ".join(reasons)) if reasons else "",
+    )
+    return "torch"
+
+
+def resolve(op: str, backend: str, device: torch.device) -> str:
+    """The backend that runs ``op`` for an input on ``device``, given the caller's ``backend`` argument."""
+    if not isinstance(backend, str):
+        raise TypeError(f"{op}: argument 'backend' must be a string, got {backend!r}")
+    if backend == "auto":
+        return _auto(op, device.type)
+    _check_runs_on(backend, op, device)
+    return backend
+
+
+def available_backends(device: str | torch.device = "cpu") -> dict[str, str]:
+    """For each backend, "" if it can run on ``device`` here, else the reason it cannot.
+
+    Example:
+        >>> import fastral
+        >>> fastral.available_backends("cpu")["torch"]
+        ''
+    """
+    dev = torch.device(device)
+    out = {}
+    for name in BACKENDS:
+        try:
+            for op in GPU_PREFERENCE:
+                _check_runs_on(name, op, dev)
+            out[name] = ""
+        except BackendUnavailableError as exc:
+            out[name] = str(exc)
+    return out

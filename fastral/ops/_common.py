@@ -1,0 +1,92 @@
+"""Plumbing shared by the ops: output allocation, kernel status flags, raw-pointer arguments for the compiled
+modules, and the region grid."""
+
+from __future__ import annotations
+
+import torch
+
+from .._validate import describe
+
+# Status bits the kernels return (or the torch backend computes) after reading the scores; the op then raises.
+FLAG_NONFINITE = 1  # a NaN or +-inf score
+FLAG_NEGATIVE = 2  # a negative probability (from_logits=False)
+FLAG_ZERO_SUM = 4  # a pixel whose probabilities are all zero (from_logits=False)
+
+# Dtype codes the compiled modules and their raw pointers agree on.
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+# When True every output is filled with a poison value (NaN, or INT32_MIN for integers) before a kernel runs, so
+# a test notices any element a kernel forgot to write. Tests switch it on; it costs a memset otherwise.
+POISON_OUTPUTS = False
+
+
+def empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if POISON_OUTPUTS:
+        out.fill_(torch.iinfo(dtype).min if not dtype.is_floating_point else float("nan"))
+    return out
+
+
+def raise_for_flags(op: str, name: str, flags: int, t: torch.Tensor) -> None:
+    if flags & FLAG_NONFINITE:
+        raise ValueError(f"{op}: argument '{name}' contains NaN or infinite values ({describe(t)})")
+    if flags & FLAG_NEGATIVE:
+        raise ValueError(
+            f"{op}: argument '{name}' holds probabilities (from_logits=False) and must be >= 0, "
+            f"but contains negative values ({describe(t)})"
+        )
+    if flags & FLAG_ZERO_SUM:
+        raise ValueError(
+            f"{op}: argument '{name}' holds probabilities (from_logits=False) but has a pixel whose "
+            f"probabilities are all zero ({describe(t)})"
+        )
+
+
+def kernel_input(t: torch.Tensor) -> torch.Tensor:
+    """The scores as compiled and Triton kernels read them: contiguous, in a dtype they support.
+
+    No copy for contiguous float32/float16/bfloat16 input; float64 is read as a float32 copy.
+    """
+    if t.dtype not in DTYPE_CODES:
+        t = t.float()
+    return t.contiguous()
+
+
+def ptr(t: torch.Tensor | None) -> int:
+    """Address of a tensor's data for the compiled modules (0 for "absent")."""
+    return 0 if t is None else t.data_ptr()
+
+
+def num_threads() -> int:
+    """The compiled CPU kernels use as many OpenMP threads as torch does (torch.set_num_threads sets both)."""
+    return torch.get_num_threads()
+
+
+def region_grid(height: int, width: int, region: tuple[int, int]) -> tuple[int, int]:
+    """Regions per column and per row: the grid of non-overlapping (rh, rw) regions anchored at the top-left.
+
+    A remainder that does not fill a region is dropped. Regions are numbered row-major within an image, images
+    one after another: region ``r = (b * ny + iy) * nx + ix`` covers rows ``iy*rh .. iy*rh+rh-1`` and columns
+    ``ix*rw .. ix*rw+rw-1`` of image ``b``. Every op and fastral's AL loop use this order.
+    """
+    rh, rw = region
+    return height // rh, width // rw
+
+
+def region_view(maps: torch.Tensor, region: tuple[int, int]) -> torch.Tensor:
+    """``[B, H, W]`` per-pixel maps as ``[R, rh, rw]`` region tiles in region order (a copy)."""
+    B, H, W = maps.shape
+    rh, rw = region
+    ny, nx = region_grid(H, W, region)
+    tiles = maps[:, : ny * rh, : nx * rw].reshape(B, ny, rh, nx, rw)
+    return tiles.permute(0, 1, 3, 2, 4).reshape(B * ny * nx, rh, rw)
+
+
+def region_means(maps: torch.Tensor, region: tuple[int, int], ignore_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``[B, H, W]`` maps over each region's non-ignored pixels, ``[R]``; 0 for a fully ignored region."""
+    tiles = region_view(maps, region).flatten(1)
+    if ignore_mask is None:
+        return tiles.mean(1)
+    valid = ~region_view(ignore_mask, region).flatten(1)
+    total = torch.where(valid, tiles, torch.zeros((), dtype=tiles.dtype, device=tiles.device)).sum(1)
+    return total / valid.sum(1).clamp_min(1)

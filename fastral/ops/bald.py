@@ -1,0 +1,254 @@
+"""MC-dropout BALD (mutual information) per pixel and per region, stacked or streaming over MC samples."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import backends
+from .._arrays import array_kind, as_tensor, to_kind
+from .._validate import check_float, check_mask, check_ndim, check_same_device, describe, pair
+from ._common import (
+    DTYPE_CODES,
+    FLAG_NEGATIVE,
+    FLAG_NONFINITE,
+    FLAG_ZERO_SUM,
+    empty,
+    kernel_input,
+    num_threads,
+    ptr,
+    raise_for_flags,
+    region_means,
+)
+from .region_stats import pixel_entropy
+
+OP = "bald"
+
+
+class BaldResult(NamedTuple):
+    """Outputs of :func:`bald` and :meth:`BaldAccumulator.compute`."""
+
+    bald: Any  #: ``[B, H, W]`` float32, ``H[mean_t p_t] - mean_t H[p_t]`` per pixel
+    entropy: Any  #: ``[B, H, W]`` float32, predictive entropy ``H[mean_t p_t]`` per pixel
+    region_bald: Any  #: ``[R]`` float32 mean BALD per region, or None when no region was given
+    region_entropy: Any  #: ``[R]`` float32 mean predictive entropy per region, or None
+
+
+def _probabilities(x: torch.Tensor, from_logits: bool, class_dim: int) -> torch.Tensor:
+    return torch.softmax(x, class_dim) if from_logits else x / x.sum(class_dim, keepdim=True)
+
+
+def reference_bald(scores: torch.Tensor, from_logits: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition of :func:`bald` in plain PyTorch: ``(bald [B, H, W], entropy [B, H, W])``.
+
+    ``scores`` is ``[T, B, C, H, W]``. Probabilities are softmax(logits) or the input normalised per pixel;
+    ``BALD = H[mean_t p_t] - mean_t H[p_t]`` with natural logs and ``0 log 0 = 0`` (no epsilon).
+    Computes in float64 for float64 scores and in float32 otherwise; no argument checking.
+    """
+    x = scores if scores.dtype == torch.float64 else scores.float()
+    mean_p = _probabilities(x, from_logits, 2).mean(0)
+    entropy = -torch.xlogy(mean_p, mean_p).sum(1)
+    expected = pixel_entropy(x, from_logits, class_dim=2).mean(0)
+    return entropy - expected, entropy
+
+
+def _check_scores(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:
+    """Status flags of a scores tensor, computed with torch (the torch backend's share of the kernels' work)."""
+    if not bool(torch.isfinite(x).all()):
+        return FLAG_NONFINITE
+    if from_logits:
+        return 0
+    flags = FLAG_NEGATIVE if bool((x < 0).any()) else 0
+    return flags | (FLAG_ZERO_SUM if bool((x.sum(class_dim) == 0).any()) else 0)
+
+
+def _result(bald_map, entropy, region, ignore_mask, kind) -> BaldResult:
+    region_bald = region_entropy = None
+    if region is not None:
+        region_bald = region_means(bald_map, region, ignore_mask)
+        region_entropy = region_means(entropy, region, ignore_mask)
+    return BaldResult(*(to_kind(t, kind) for t in (bald_map, entropy, region_bald, region_entropy)))
+
+
+def _check_region(region, ignore_mask, x: torch.Tensor, B: int, H: int, W: int):
+    """Validated ``(region, mask)`` for the per-region means (both optional)."""
+    if region is None:
+        if ignore_mask is not None:
+            raise ValueError(f"{OP}: argument 'ignore_mask' only applies to region means; pass 'region' too")
+        return None, None
+    rh, rw = pair(OP, "region", region)
+    if rh > H or rw > W:
+        raise ValueError(f"{OP}: argument 'region' {(rh, rw)} is larger than the {H}x{W} image ({describe(x)})")
+    mask = None if ignore_mask is None else check_mask(OP, "ignore_mask", ignore_mask, x, (B, H, W))
+    return (rh, rw), mask
+
+
+def bald(
+    scores: Any,
+    region: int | tuple[int, int] | None = None,
+    from_logits: bool = True,
+    ignore_mask: Any = None,
+    backend: str = "auto",
+) -> BaldResult:
+    """MC-dropout BALD from T stacked samples: ``H[mean_t p_t] - mean_t H[p_t]`` per pixel, plus region means.
+
+    Args:
+        scores: ``[T, B, C, H, W]`` logits (``from_logits=True``) or probabilities (each pixel normalised to sum
+            1) of T MC-dropout samples; float32/float16/bfloat16 (float64 read as a float32 copy).
+            When the T samples do not fit in memory, use :class:`BaldAccumulator`.
+        region: optional ``(rh, rw)``: also return per-region means in :func:`fastral.region_grid` order.
+        from_logits: see above.
+        ignore_mask: optional ``[B, H, W]`` bool (True = ignore), excluded from the region means only.
+        backend: ``"auto"``, ``"torch"``, ``"cpp"``, ``"triton"`` or ``"cuda"``.
+
+    Returns:
+        :class:`BaldResult`. Natural logs, float32 accumulation, no epsilon (``0 log 0 = 0``); float rounding
+        can leave BALD a few ulp below zero for pixels where all samples agree.
+
+    Example:
+        >>> import torch, fastral
+        >>> samples = torch.randn(20, 1, 19, 64, 64)  # T = 20 MC-dropout logits
+        >>> out = fastral.bald(samples, region=(32, 32))
+        >>> out.bald.shape, out.region_bald.shape
+        (torch.Size([1, 64, 64]), torch.Size([4]))
+    """
+    kind = array_kind(scores)
+    x = as_tensor(scores, "scores", OP)
+    check_ndim(OP, "scores", x, "[T, B, C, H, W]")
+    check_float(OP, "scores", x)
+    T, B, C, H, W = x.shape
+    if C < 1 or T < 1:
+        raise ValueError(f"{OP}: argument 'scores' needs at least one sample and one class, got {describe(x)}")
+    region, mask = _check_region(region, ignore_mask, x, B, H, W)
+    name = backends.resolve(OP, backend, x.device)
+    bald_map = empty((B, H, W), torch.float32, x.device)
+    entropy = empty((B, H, W), torch.float32, x.device)
+    if bald_map.numel():
+        if name == "torch":
+            flags = _check_scores(x, from_logits, 2)
+            if not flags:
+                ref_bald, ref_entropy = reference_bald(x, from_logits)
+                bald_map.copy_(ref_bald)
+                entropy.copy_(ref_entropy)
+        elif name == "cpp":
+            xk = kernel_input(x)
+            flags = backends.cpp_module().bald_stacked(
+                ptr(xk), DTYPE_CODES[xk.dtype], T, B, C, H, W, bool(from_logits),
+                ptr(bald_map), ptr(entropy), num_threads(),
+            )  # fmt: skip
+        elif name == "triton":
+            flags = backends.triton_module(OP).bald_stacked_triton(kernel_input(x), bool(from_logits), bald_map, entropy)
+        else:
+            flags = backends.cuda_ops().bald_stacked_cuda(kernel_input(x), bool(from_logits), bald_map, entropy)
+        raise_for_flags(OP, "scores", flags, x)
+    return _result(bald_map, entropy, region, mask, kind)
+
+
+class BaldAccumulator:
+    """Streaming BALD: feed MC-dropout samples one at a time; memory does not grow with their number.
+
+    Keeps a running ``sum_t p_t`` (``[B, C, H, W]`` float32) and ``sum_t H[p_t]`` (``[B, H, W]``); each
+    :meth:`update` reads one sample once. :meth:`compute` gives the same :class:`BaldResult` as :func:`bald` on
+    the stacked samples (to float32 rounding).
+
+    Example:
+        >>> import torch, fastral
+        >>> acc = fastral.BaldAccumulator()
+        >>> for _ in range(20):
+        ...     acc.update(torch.randn(1, 19, 64, 64))  # one MC-dropout forward's logits
+        >>> acc.compute(region=(32, 32)).region_bald.shape
+        torch.Size([4])
+    """
+
+    def __init__(self, from_logits: bool = True, backend: str = "auto"):
+        self.from_logits = bool(from_logits)
+        self.backend = backend
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample seen."""
+        self.samples = 0
+        self._sum_p: torch.Tensor | None = None
+        self._sum_h: torch.Tensor | None = None
+        self._kind: str | None = None
+
+    def update(self, scores: Any) -> None:
+        """Add one MC sample: ``[B, C, H, W]`` logits or probabilities, same shape and device every time."""
+        kind = array_kind(scores)
+        x = as_tensor(scores, "scores", OP)
+        check_ndim(OP, "scores", x, "[B, C, H, W]")
+        check_float(OP, "scores", x)
+        if x.shape[1] < 1:
+            raise ValueError(f"{OP}: argument 'scores' needs at least one class, got {describe(x)}")
+        first = self._sum_p is None
+        if first:
+            self._kind = kind
+            self._sum_p = empty(tuple(x.shape), torch.float32, x.device)
+            self._sum_h = empty((x.shape[0], *x.shape[2:]), torch.float32, x.device)
+        elif tuple(x.shape) != tuple(self._sum_p.shape):
+            raise ValueError(
+                f"{OP}: every sample fed to BaldAccumulator.update must have shape {tuple(self._sum_p.shape)} "
+                f"like the first one, got {describe(x)}"
+            )
+        else:
+            check_same_device(OP, "scores", x, "the first sample", self._sum_p)
+        name = backends.resolve(OP, self.backend, x.device)
+        flags = 0
+        if x.numel():
+            if name == "torch":
+                flags = _check_scores(x, self.from_logits, 1)
+                if not flags:
+                    xf = x.float()
+                    p, h = _probabilities(xf, self.from_logits, 1), pixel_entropy(xf, self.from_logits)
+                    if first:
+                        self._sum_p.copy_(p)
+                        self._sum_h.copy_(h)
+                    else:
+                        self._sum_p += p
+                        self._sum_h += h
+            elif name == "cpp":
+                xk = kernel_input(x)
+                B, C, H, W = xk.shape
+                flags = backends.cpp_module().bald_update(
+                    ptr(xk), DTYPE_CODES[xk.dtype], B, C, H, W, self.from_logits, first,
+                    ptr(self._sum_p), ptr(self._sum_h), num_threads(),
+                )  # fmt: skip
+            elif name == "triton":
+                flags = backends.triton_module(OP).bald_update_triton(
+                    kernel_input(x), self.from_logits, first, self._sum_p, self._sum_h
+                )
+            else:
+                flags = backends.cuda_ops().bald_update_cuda(
+                    kernel_input(x), self.from_logits, first, self._sum_p, self._sum_h
+                )
+        if flags:
+            if first:
+                self.reset()  # a rejected first sample leaves the accumulator empty
+            raise_for_flags(OP, "scores", flags, x)
+        self.samples += 1
+
+    def compute(self, region: int | tuple[int, int] | None = None, ignore_mask: Any = None) -> BaldResult:
+        """BALD of the samples so far (at least one), with optional per-region means as in :func:`bald`."""
+        if self._sum_p is None:
+            raise ValueError(f"{OP}: BaldAccumulator.compute needs at least one sample; call update() first")
+        sum_p, sum_h = self._sum_p, self._sum_h
+        B, C, H, W = sum_p.shape
+        region, mask = _check_region(region, ignore_mask, sum_p, B, H, W)
+        name = backends.resolve(OP, self.backend, sum_p.device)
+        bald_map = empty((B, H, W), torch.float32, sum_p.device)
+        entropy = empty((B, H, W), torch.float32, sum_p.device)
+        if bald_map.numel():
+            if name == "torch":
+                mean_p = sum_p / self.samples
+                entropy.copy_(-torch.xlogy(mean_p, mean_p).sum(1))
+                torch.sub(entropy, sum_h / self.samples, out=bald_map)
+            elif name == "cpp":
+                backends.cpp_module().bald_finalize(
+                    ptr(sum_p), ptr(sum_h), self.samples, B, C, H, W, ptr(bald_map), ptr(entropy), num_threads()
+                )
+            elif name == "triton":
+                backends.triton_module(OP).bald_finalize_triton(sum_p, sum_h, self.samples, bald_map, entropy)
+            else:
+                backends.cuda_ops().bald_finalize_cuda(sum_p, sum_h, self.samples, bald_map, entropy)
+        return _result(bald_map, entropy, region, mask, self._kind)
