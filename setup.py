@@ -61,8 +61,10 @@ class CMakeBuild(build_ext):
         config = "Debug" if _flag("DEBUG") else "Release"
         args = [
             cmake,
-            "-S", str(ROOT),
-            "-B", str(build_temp),
+            "-S",
+            str(ROOT),
+            "-B",
+            str(build_temp),
             f"-DCMAKE_BUILD_TYPE={config}",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
@@ -91,7 +93,7 @@ class CMakeBuild(build_ext):
 
 setup(
     # kernels/ holds the Triton kernels; it is installed as fastral.kernels, never as a bare `kernels`.
-    packages=find_packages(include=["fastral", "fastral.*"]) + ["fastral.kernels"],
+    packages=[*find_packages(include=["fastral", "fastral.*"]), "fastral.kernels"],
     package_dir={"fastral.kernels": "kernels"},
     ext_modules=[CMakeExtension("fastral._C", optional=False), CMakeExtension("fastral._C_cuda", optional=True)],
     cmdclass={"build_ext": CMakeBuild},

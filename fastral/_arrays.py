@@ -7,6 +7,7 @@ back with :func:`to_kind`. The kind of the *first* array argument decides the ki
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -65,3 +66,18 @@ def to_kind(t: torch.Tensor | None, kind: str) -> Any:
 
         return cupy.from_dlpack(t)
     raise AssertionError(f"unknown array kind {kind!r}")
+
+
+def stream_context(kind: str, device: torch.device):
+    """Context in which GPU kernels launch on the caller's current stream.
+
+    torch's current stream is the default. For CuPy inputs CuPy's current stream is made torch's current stream
+    for the call (``torch.cuda.ExternalStream``), so kernels, outputs and the caller's later CuPy work stay
+    ordered without a host synchronisation.
+    """
+    if device.type != "cuda" or kind != CUPY:
+        return contextlib.nullcontext()
+    import cupy
+
+    stream = torch.cuda.ExternalStream(cupy.cuda.get_current_stream().ptr, device=device)
+    return torch.cuda.stream(stream)

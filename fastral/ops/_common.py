@@ -42,6 +42,16 @@ def raise_for_flags(op: str, name: str, flags: int, t: torch.Tensor) -> None:
         )
 
 
+def score_flags(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:
+    """The status flags of scores, computed with torch: the torch backend's share of the kernels' work."""
+    if not bool(torch.isfinite(x).all()):
+        return FLAG_NONFINITE
+    if from_logits:
+        return 0
+    flags = FLAG_NEGATIVE if bool((x < 0).any()) else 0
+    return flags | (FLAG_ZERO_SUM if bool((x.sum(class_dim) == 0).any()) else 0)
+
+
 def kernel_input(t: torch.Tensor) -> torch.Tensor:
     """The scores as compiled and Triton kernels read them: contiguous, in a dtype they support.
 

@@ -7,19 +7,17 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import backends
-from .._arrays import array_kind, as_tensor, to_kind
+from .._arrays import array_kind, as_tensor, stream_context, to_kind
 from .._validate import check_float, check_mask, check_ndim, check_same_device, describe, pair
 from ._common import (
     DTYPE_CODES,
-    FLAG_NEGATIVE,
-    FLAG_NONFINITE,
-    FLAG_ZERO_SUM,
     empty,
     kernel_input,
     num_threads,
     ptr,
     raise_for_flags,
     region_means,
+    score_flags,
 )
 from .region_stats import pixel_entropy
 
@@ -51,16 +49,6 @@ def reference_bald(scores: torch.Tensor, from_logits: bool = True) -> tuple[torc
     entropy = -torch.xlogy(mean_p, mean_p).sum(1)
     expected = pixel_entropy(x, from_logits, class_dim=2).mean(0)
     return entropy - expected, entropy
-
-
-def _check_scores(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:
-    """Status flags of a scores tensor, computed with torch (the torch backend's share of the kernels' work)."""
-    if not bool(torch.isfinite(x).all()):
-        return FLAG_NONFINITE
-    if from_logits:
-        return 0
-    flags = FLAG_NEGATIVE if bool((x < 0).any()) else 0
-    return flags | (FLAG_ZERO_SUM if bool((x.sum(class_dim) == 0).any()) else 0)
 
 
 def _result(bald_map, entropy, region, ignore_mask, kind) -> BaldResult:
@@ -125,22 +113,8 @@ def bald(
     bald_map = empty((B, H, W), torch.float32, x.device)
     entropy = empty((B, H, W), torch.float32, x.device)
     if bald_map.numel():
-        if name == "torch":
-            flags = _check_scores(x, from_logits, 2)
-            if not flags:
-                ref_bald, ref_entropy = reference_bald(x, from_logits)
-                bald_map.copy_(ref_bald)
-                entropy.copy_(ref_entropy)
-        elif name == "cpp":
-            xk = kernel_input(x)
-            flags = backends.cpp_module().bald_stacked(
-                ptr(xk), DTYPE_CODES[xk.dtype], T, B, C, H, W, bool(from_logits),
-                ptr(bald_map), ptr(entropy), num_threads(),
-            )  # fmt: skip
-        elif name == "triton":
-            flags = backends.triton_module(OP).bald_stacked_triton(kernel_input(x), bool(from_logits), bald_map, entropy)
-        else:
-            flags = backends.cuda_ops().bald_stacked_cuda(kernel_input(x), bool(from_logits), bald_map, entropy)
+        with stream_context(kind, x.device):
+            flags = _stacked(name, x, bool(from_logits), bald_map, entropy)
         raise_for_flags(OP, "scores", flags, x)
     return _result(bald_map, entropy, region, mask, kind)
 
@@ -196,32 +170,8 @@ class BaldAccumulator:
         name = backends.resolve(OP, self.backend, x.device)
         flags = 0
         if x.numel():
-            if name == "torch":
-                flags = _check_scores(x, self.from_logits, 1)
-                if not flags:
-                    xf = x.float()
-                    p, h = _probabilities(xf, self.from_logits, 1), pixel_entropy(xf, self.from_logits)
-                    if first:
-                        self._sum_p.copy_(p)
-                        self._sum_h.copy_(h)
-                    else:
-                        self._sum_p += p
-                        self._sum_h += h
-            elif name == "cpp":
-                xk = kernel_input(x)
-                B, C, H, W = xk.shape
-                flags = backends.cpp_module().bald_update(
-                    ptr(xk), DTYPE_CODES[xk.dtype], B, C, H, W, self.from_logits, first,
-                    ptr(self._sum_p), ptr(self._sum_h), num_threads(),
-                )  # fmt: skip
-            elif name == "triton":
-                flags = backends.triton_module(OP).bald_update_triton(
-                    kernel_input(x), self.from_logits, first, self._sum_p, self._sum_h
-                )
-            else:
-                flags = backends.cuda_ops().bald_update_cuda(
-                    kernel_input(x), self.from_logits, first, self._sum_p, self._sum_h
-                )
+            with stream_context(kind, x.device):
+                flags = _update(name, x, self.from_logits, first, self._sum_p, self._sum_h)
         if flags:
             if first:
                 self.reset()  # a rejected first sample leaves the accumulator empty
@@ -233,22 +183,78 @@ class BaldAccumulator:
         if self._sum_p is None:
             raise ValueError(f"{OP}: BaldAccumulator.compute needs at least one sample; call update() first")
         sum_p, sum_h = self._sum_p, self._sum_h
-        B, C, H, W = sum_p.shape
+        B, _, H, W = sum_p.shape
         region, mask = _check_region(region, ignore_mask, sum_p, B, H, W)
         name = backends.resolve(OP, self.backend, sum_p.device)
         bald_map = empty((B, H, W), torch.float32, sum_p.device)
         entropy = empty((B, H, W), torch.float32, sum_p.device)
         if bald_map.numel():
-            if name == "torch":
-                mean_p = sum_p / self.samples
-                entropy.copy_(-torch.xlogy(mean_p, mean_p).sum(1))
-                torch.sub(entropy, sum_h / self.samples, out=bald_map)
-            elif name == "cpp":
-                backends.cpp_module().bald_finalize(
-                    ptr(sum_p), ptr(sum_h), self.samples, B, C, H, W, ptr(bald_map), ptr(entropy), num_threads()
-                )
-            elif name == "triton":
-                backends.triton_module(OP).bald_finalize_triton(sum_p, sum_h, self.samples, bald_map, entropy)
-            else:
-                backends.cuda_ops().bald_finalize_cuda(sum_p, sum_h, self.samples, bald_map, entropy)
+            with stream_context(self._kind, sum_p.device):
+                _finalize(name, sum_p, sum_h, self.samples, bald_map, entropy)
         return _result(bald_map, entropy, region, mask, self._kind)
+
+
+# Backend launchers. Each fills preallocated float32 outputs; the kernels return the status flags of the scores.
+
+
+def _stacked(name: str, x: torch.Tensor, from_logits: bool, bald_map: torch.Tensor, entropy: torch.Tensor) -> int:
+    if name == "torch":
+        flags = score_flags(x, from_logits, 2)
+        if not flags:
+            ref_bald, ref_entropy = reference_bald(x, from_logits)
+            bald_map.copy_(ref_bald)
+            entropy.copy_(ref_entropy)
+        return flags
+    x = kernel_input(x)
+    if name == "cpp":
+        T, B, C, H, W = x.shape
+        return backends.cpp_module().bald_stacked(
+            ptr(x), DTYPE_CODES[x.dtype], T, B, C, H, W, from_logits, ptr(bald_map), ptr(entropy), num_threads()
+        )
+    if name == "triton":
+        return backends.triton_module(OP).bald_stacked_triton(x, from_logits, bald_map, entropy)
+    return backends.cuda_ops().bald_stacked_cuda(x, from_logits, bald_map, entropy)
+
+
+def _update(
+    name: str, x: torch.Tensor, from_logits: bool, first: bool, sum_p: torch.Tensor, sum_h: torch.Tensor
+) -> int:
+    if name == "torch":
+        flags = score_flags(x, from_logits, 1)
+        if not flags:
+            xf = x.float()
+            p, h = _probabilities(xf, from_logits, 1), pixel_entropy(xf, from_logits)
+            if first:
+                sum_p.copy_(p)
+                sum_h.copy_(h)
+            else:
+                sum_p += p
+                sum_h += h
+        return flags
+    x = kernel_input(x)
+    if name == "cpp":
+        B, C, H, W = x.shape
+        return backends.cpp_module().bald_update(
+            ptr(x), DTYPE_CODES[x.dtype], B, C, H, W, from_logits, first, ptr(sum_p), ptr(sum_h), num_threads()
+        )
+    if name == "triton":
+        return backends.triton_module(OP).bald_update_triton(x, from_logits, first, sum_p, sum_h)
+    return backends.cuda_ops().bald_update_cuda(x, from_logits, first, sum_p, sum_h)
+
+
+def _finalize(
+    name: str, sum_p: torch.Tensor, sum_h: torch.Tensor, T: int, bald_map: torch.Tensor, entropy: torch.Tensor
+):
+    if name == "torch":
+        mean_p = sum_p / T
+        entropy.copy_(-torch.xlogy(mean_p, mean_p).sum(1))
+        torch.sub(entropy, sum_h / T, out=bald_map)
+    elif name == "cpp":
+        B, C, H, W = sum_p.shape
+        backends.cpp_module().bald_finalize(
+            ptr(sum_p), ptr(sum_h), T, B, C, H, W, ptr(bald_map), ptr(entropy), num_threads()
+        )
+    elif name == "triton":
+        backends.triton_module(OP).bald_finalize_triton(sum_p, sum_h, T, bald_map, entropy)
+    else:
+        backends.cuda_ops().bald_finalize_cuda(sum_p, sum_h, T, bald_map, entropy)

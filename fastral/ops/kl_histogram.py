@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .. import backends
-from .._arrays import array_kind, as_tensor, to_kind
+from .._arrays import array_kind, as_tensor, stream_context, to_kind
 from .._validate import check_finite, check_float, check_nonnegative, check_same_device, describe, positive_int
 from ._common import empty, num_threads, ptr
 
@@ -132,7 +132,9 @@ def kl_histogram(
         try:
             lo, hi = (float(v) for v in range)
         except (TypeError, ValueError):
-            raise TypeError(f"{OP}: argument 'range' must be None or a pair (lo, hi) of floats, got {range!r}") from None
+            raise TypeError(
+                f"{OP}: argument 'range' must be None or a pair (lo, hi) of floats, got {range!r}"
+            ) from None
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"{OP}: argument 'range' must be finite with lo < hi, got {range!r}")
         range = (lo, hi)
@@ -152,24 +154,29 @@ def kl_histogram(
     name = backends.resolve(OP, backend, pt.device)
     out = empty((*pt.shape[:-1], bins), torch.float32, pt.device)
     if M and N:
-        args = (bins, range, bool(exclude_self), float(eps), out.view(M, bins))
-        p2 = pt.reshape(M, C)
-        if name == "torch":
-            out.copy_(reference_kl_histogram(pt, qt, bins, range, exclude_self, eps))
-        elif name == "cpp":
-            _run_cpp(p2.float().contiguous(), qt.float().contiguous(), *args)
-        elif name == "triton":
-            backends.triton_module(OP).kl_histogram_triton(p2, qt, *args)
-        else:
-            backends.cuda_ops().kl_histogram_cuda(p2, qt, *args)
+        with stream_context(kind, pt.device):
+            _launch(name, pt, qt, bins, range, bool(exclude_self), float(eps), out)
     elif M:
         out.zero_()  # nothing to compare against: all-zero histograms, as the official code uses
     return to_kind(out, kind)
 
 
-def _run_cpp(p, q, bins, range, exclude_self, eps, out) -> None:
-    (M, C), N = p.shape, q.shape[0]
-    lo, hi = range if range is not None else (0.0, 0.0)
-    backends.cpp_module().kl_histogram(
-        ptr(p), M, ptr(q), N, C, bins, range is None, lo, hi, exclude_self, eps, ptr(out), num_threads()
-    )
+def _launch(name, p, q, bins, range, exclude_self, eps, out) -> None:
+    """Run backend ``name``: fills ``out`` (``[..., bins]``) with the histograms of every row of ``p``."""
+    if name == "torch":
+        out.copy_(reference_kl_histogram(p, q, bins, range, exclude_self, eps))
+        return
+    C = p.shape[-1]
+    p2 = p.reshape(-1, C).float().contiguous()  # [M, C]: pools flattened; p and q are small, a copy is cheap
+    q = q.float().contiguous()
+    out2 = out.view(-1, bins)
+    if name == "cpp":
+        (M, C), N = p2.shape, q.shape[0]
+        lo, hi = range if range is not None else (0.0, 0.0)
+        backends.cpp_module().kl_histogram(
+            ptr(p2), M, ptr(q), N, C, bins, range is None, lo, hi, exclude_self, eps, ptr(out2), num_threads()
+        )
+    elif name == "triton":
+        backends.triton_module(OP).kl_histogram_triton(p2, q, bins, range, exclude_self, eps, out2)
+    else:
+        backends.cuda_ops().kl_histogram_cuda(p2, q, bins, range, exclude_self, eps, out2)

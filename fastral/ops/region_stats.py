@@ -7,13 +7,10 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import backends
-from .._arrays import array_kind, as_tensor, to_kind
+from .._arrays import array_kind, as_tensor, stream_context, to_kind
 from .._validate import check_float, check_mask, check_ndim, describe, pair
 from ._common import (
     DTYPE_CODES,
-    FLAG_NEGATIVE,
-    FLAG_NONFINITE,
-    FLAG_ZERO_SUM,
     empty,
     kernel_input,
     num_threads,
@@ -22,6 +19,7 @@ from ._common import (
     region_grid,
     region_means,
     region_view,
+    score_flags,
 )
 
 OP = "region_stats"
@@ -162,30 +160,31 @@ def region_stats(
     entropy_pool = empty((R, 3, ph, pw), torch.float32, x.device)
     entropy_mean = empty((R,), torch.float32, x.device)
     if R:
-        args = ((rh, rw), (ph, pw), bool(from_logits), counts, entropy_pool, entropy_mean)
-        if name == "torch":
-            flags = _run_torch(x, mask, *args)
-        elif name == "cpp":
-            flags = _run_cpp(kernel_input(x), mask, *args)
-        elif name == "triton":
-            flags = backends.triton_module(OP).region_stats_triton(kernel_input(x), mask, *args)
-        else:
-            flags = backends.cuda_ops().region_stats_cuda(kernel_input(x), mask, *args)
+        with stream_context(kind, x.device):
+            flags = _launch(name, x, mask, (rh, rw), (ph, pw), bool(from_logits), counts, entropy_pool, entropy_mean)
         raise_for_flags(OP, "scores", flags, x)
     return RegionStats(to_kind(counts, kind), to_kind(entropy_pool, kind), to_kind(entropy_mean, kind))
 
 
+def _launch(name: str, x: torch.Tensor, mask: torch.Tensor | None, *args) -> int:
+    """Run backend ``name``; every backend fills the preallocated outputs in ``args`` and returns status flags."""
+    if name == "torch":
+        return _run_torch(x, mask, *args)
+    x = kernel_input(x)
+    if name == "cpp":
+        return _run_cpp(x, mask, *args)
+    if name == "triton":
+        return backends.triton_module(OP).region_stats_triton(x, mask, *args)
+    return backends.cuda_ops().region_stats_cuda(x, mask, *args)
+
+
 def _run_torch(x, mask, region, pool, from_logits, counts, entropy_pool, entropy_mean) -> int:
     rh, rw = region
-    B, C, H, W = x.shape
-    ny, nx = region_grid(H, W, region)
+    ny, nx = region_grid(*x.shape[2:], region)
     # Like the kernels, only non-ignored pixels inside the region grid are checked.
     grid = x[:, :, : ny * rh, : nx * rw]
     read = grid if mask is None else grid.movedim(1, -1)[~mask[:, : ny * rh, : nx * rw]]
-    flags = 0 if bool(torch.isfinite(read).all()) else FLAG_NONFINITE
-    if not from_logits and not flags:
-        flags |= FLAG_NEGATIVE if bool((read < 0).any()) else 0
-        flags |= FLAG_ZERO_SUM if bool((read.sum(1 if mask is None else -1) == 0).any()) else 0
+    flags = score_flags(read, from_logits, 1 if mask is None else -1)
     if flags:
         return flags
     out = reference_region_stats(x, region, pool, from_logits, mask)
