@@ -73,7 +73,7 @@ def read_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     """The image at ``path`` as uint8 ``[H, W, 3]``; :class:`ImageFileError` if unreadable or not ``size``."""
     with _open(path, "image") as im:
         _check_size(im, path, "image", size)
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def read_ids(path: Path, size: tuple[int, int], lut: np.ndarray) -> np.ndarray:
@@ -215,8 +215,8 @@ class SegmentationDataset:
         rgb, ids = self._read_raw(i)
         if (self.height, self.width) != rgb.shape[:2]:
             wh = (self.width, self.height)
-            rgb = np.asarray(Image.fromarray(rgb).resize(wh, Image.Resampling.BILINEAR))
-            ids = np.asarray(Image.fromarray(ids).resize(wh, Image.Resampling.NEAREST))
+            rgb = np.array(Image.fromarray(rgb).resize(wh, Image.Resampling.BILINEAR))
+            ids = np.array(Image.fromarray(ids).resize(wh, Image.Resampling.NEAREST))
         return rgb, ids
 
     def _get(self, i) -> tuple[np.ndarray, np.ndarray]:

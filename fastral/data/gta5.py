@@ -12,7 +12,8 @@ import numpy as np
 
 from .base import IGNORE_INDEX, ImageFileError, PairedFileDataset, layout_error, make_lut, require_dir
 from .cityscapes import LABEL_TO_TRAIN_ID
-from .presets import CAMVID_CLASSES, CITYSCAPES_CLASSES, GTA5
+from .presets import CAMVID_CLASSES, CITYSCAPES_CLASSES
+from .presets import GTA5 as PRESET
 
 # Cityscapes label id -> CamVid class. The same table as the official code's gtav.py (camvid=True), so a model
 # pretrained here is comparable with the paper's; its choices are kept although some are debatable: wall, terrain,
@@ -35,7 +36,7 @@ CLASS_MAPS = {
 def _split_ids(root: Path, split: str) -> set[int]:
     mat = root / "split.mat"
     if not mat.is_file():
-        raise layout_error(GTA5, f"split {split!r} needs '{mat}' (or use split='all').")
+        raise layout_error(PRESET, f"split {split!r} needs '{mat}' (or use split='all').")
     try:
         from scipy.io import loadmat
     except ImportError as exc:  # scipy is optional: only this file format needs it
@@ -45,10 +46,10 @@ def _split_ids(root: Path, split: str) -> set[int]:
 
 def gta5_items(root: str | Path, split: str, skip_known_mismatched: bool = True) -> list[tuple[Path, Path]]:
     """(image, label) pairs of a split sorted by file name; ``split='all'`` is every image that has a label."""
-    if split not in GTA5.splits:
-        raise ValueError(f"gta5: argument 'split' must be one of {GTA5.splits}, got {split!r}")
-    images = require_dir(GTA5, root, "images")
-    labels = require_dir(GTA5, root, "labels")
+    if split not in PRESET.splits:
+        raise ValueError(f"gta5: argument 'split' must be one of {PRESET.splits}, got {split!r}")
+    images = require_dir(PRESET, root, "images")
+    labels = require_dir(PRESET, root, "labels")
     wanted = None if split == "all" else _split_ids(Path(root), split)
     items = []
     for image in sorted(images.glob("*.png")):
@@ -71,4 +72,4 @@ class GTA5(PairedFileDataset):
         names, lut = CLASS_MAPS[classes]
         self.classes = classes
         items = gta5_items(root, split, kw.pop("skip_known_mismatched", True))
-        super().__init__(GTA5, split, items, lut, root=root, class_names=names, **kw)
+        super().__init__(PRESET, split, items, lut, root=root, class_names=names, **kw)
