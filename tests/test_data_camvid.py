@@ -62,7 +62,7 @@ def test_default_region_scales_with_the_image(tmp_path):
     half = CamVid(root, "val", scale=0.5, progress=False)
     assert half.region == (45, 40) and half.regions.per_image == 24
     with pytest.raises(ValueError, match="region"):
-        CamVid(root, "val", scale=0.35, progress=False)  # 90 * 0.35 is not a whole number of pixels
+        CamVid(root, "val", scale=0.26, progress=False)  # regions of 23 x 21 px: a 4 x 5 grid on 94 x 125 px
 
 
 def test_index_checks(root):

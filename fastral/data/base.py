@@ -162,13 +162,18 @@ class SegmentationDataset:
             self._fill_cache(progress)
 
     def _default_region(self) -> tuple[int, int]:
-        rh, rw = (r * self.scale for r in self.preset.region)
-        if abs(rh - round(rh)) > 1e-6 or abs(rw - round(rw)) > 1e-6:
+        """The preset region scaled like the images, rounded to whole pixels, as long as every image keeps the
+        preset's number of regions (so region ids mean the same at every scale)."""
+        region = _scaled(self.preset.region, self.scale)
+        raw_grid = [n // r for n, r in zip(self.raw_size, self.preset.region, strict=True)]
+        grid = [n // r if r else 0 for n, r in zip((self.height, self.width), region, strict=True)]
+        if grid != raw_grid:
             raise ValueError(
-                f"{self.name}: the preset region {self.preset.region} (h, w) times scale {self.scale} is not a "
-                "whole number of pixels; choose another scale or pass region=(h, w) explicitly"
+                f"{self.name}: at scale {self.scale} the preset region {self.preset.region} (h, w) becomes {region}, "
+                f"a {grid[0]}x{grid[1]} grid instead of {raw_grid[0]}x{raw_grid[1]}; choose another scale or pass "
+                "region=(h, w) explicitly"
             )
-        return round(rh), round(rw)
+        return region
 
     def _fill_cache(self, progress: bool) -> None:
         n, (h, w) = len(self), (self.height, self.width)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint '{path}' does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # torch.load raises many types (UnpicklingError, RuntimeError, struct.error, ...)
         raise CheckpointError(f"cannot read checkpoint '{path}': {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
