@@ -36,7 +36,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--train-split", default="train", help="split to train on")
     d.add_argument("--val-split", default="val", help="split for early stopping and the reported mIoU")
     d.add_argument("--test-split", help="optional split evaluated once at the end with the best weights")
-    d.add_argument("--scale", type=float, default=1.0, help="resize factor for every image (e.g. 0.5 for CamVid on a CPU)")
+    d.add_argument(
+        "--scale", type=float, default=1.0, help="resize factor for every image (e.g. 0.5 for CamVid on a CPU)"
+    )
     d.add_argument("--max-train-images", type=int, help="train on only the first N images of the split")
     d.add_argument("--max-val-images", type=int, help="validate on only the first N images of the split")
     d.add_argument("--streets-seed", type=int, default=0, help="seed of the generated streets data set")
@@ -48,9 +50,13 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--fpn-channels", type=int, help="override the FPN channels")
     m.add_argument("--head-channels", type=int, help="override the channels of each semantic branch")
     m.add_argument("--dropout", type=float, default=0.5, help="dropout before the classifier (MC dropout)")
-    m.add_argument("--no-train-dropout", action="store_true", help="do not apply that dropout while training (official code)")
+    m.add_argument(
+        "--no-train-dropout", action="store_true", help="do not apply that dropout while training (official code)"
+    )
     m.add_argument("--init-checkpoint", type=Path, help="start from these weights instead of from scratch")
-    m.add_argument("--init-skip-classifier", action="store_true", help="keep a fresh classifier (checkpoint with other classes)")
+    m.add_argument(
+        "--init-skip-classifier", action="store_true", help="keep a fresh classifier (checkpoint with other classes)"
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, default=30, help="maximum number of epochs")
     o.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val mIoU")
@@ -65,7 +71,9 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--lr-schedule", default="poly", choices=["poly", "constant"], help="learning-rate schedule")
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="seed of weight init, dropout, shuffling, crops and flips")
-    r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)")
+    r.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)"
+    )
     r.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     r.add_argument("--out", type=Path, help="output folder (default: runs/train-<dataset>)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")

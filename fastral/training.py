@@ -46,9 +46,7 @@ class TrainConfig:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, total_iterations: int, power: float = 0.9):
@@ -187,8 +185,13 @@ class EvalResult:
     def table(self) -> str:
         """Per-class IoU as text lines."""
         names = self.class_names or tuple(str(c) for c in range(len(self.iou)))
-        rows = [f"  {n:<16s} {100 * v:6.2f}" if np.isfinite(v) else f"  {n:<16s}    n/a" for n, v in zip(names, self.iou)]
-        return "\n".join([*rows, f"  {'mIoU':<16s} {100 * self.miou:6.2f}", f"  {'pixel acc':<16s} {100 * self.accuracy:6.2f}"])
+        rows = [
+            f"  {n:<16s} {100 * v:6.2f}" if np.isfinite(v) else f"  {n:<16s}    n/a"
+            for n, v in zip(names, self.iou, strict=True)
+        ]
+        return "\n".join(
+            [*rows, f"  {'mIoU':<16s} {100 * self.miou:6.2f}", f"  {'pixel acc':<16s} {100 * self.accuracy:6.2f}"]
+        )
 
 
 @torch.no_grad()
@@ -252,7 +255,15 @@ def fit(
     for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not progress):
         lr = optimizer.param_groups[0]["lr"]
         stats = train_steps(
-            model, train_set, items, optimizer, config, epochs=1, generator=generator, scheduler=scheduler, progress=progress
+            model,
+            train_set,
+            items,
+            optimizer,
+            config,
+            epochs=1,
+            generator=generator,
+            scheduler=scheduler,
+            progress=progress,
         )
         start = time.perf_counter()
         ev = evaluate(model, val_set, val_indices, eval_batch_size, progress=progress)

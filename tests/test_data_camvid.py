@@ -6,7 +6,15 @@ import torch
 from _data_helpers import shared_data
 from PIL import Image
 
-from fastral.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, CamVid, DataLayoutError, ImageFileError, load_dataset
+from fastral.data import (
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CamVid,
+    DataLayoutError,
+    ImageFileError,
+    load_dataset,
+)
 from fastral.data.fixtures import write_camvid, write_png
 
 SMALL = (36, 48)  # fixture size; the loader is told to expect it
@@ -90,7 +98,7 @@ def test_missing_folder_shows_layout_and_source(tmp_path, root):
 
 def test_image_without_label_is_named(root):
     (root / "trainannot" / "0001TP_000030.png").unlink()
-    with pytest.raises(ImageFileError, match="0001TP_000030.png"):
+    with pytest.raises(ImageFileError, match=r"0001TP_000030\.png"):
         small(root)
 
 
@@ -100,13 +108,13 @@ def test_mis_sized_image_is_named(root):
         small(root)
     lazy = small(root, cache=False)  # lazily read: the error comes at the access
     lazy.image(0)
-    with pytest.raises(ImageFileError, match="0001TP_000060.png"):
+    with pytest.raises(ImageFileError, match=r"0001TP_000060\.png"):
         lazy.image(1)
 
 
 def test_unreadable_and_bad_labels_are_named(root):
     (root / "train" / "0001TP_000090.png").write_bytes(b"not a png")
-    with pytest.raises(ImageFileError, match="cannot read image file .*0001TP_000090.png"):
+    with pytest.raises(ImageFileError, match=r"cannot read image file .*0001TP_000090\.png"):
         small(root, cache=False).image(2)
     write_png(root / "trainannot" / "0001TP_000030.png", np.full(SMALL, 40))
     with pytest.raises(ImageFileError, match=r"unexpected raw label values \[40\]"):

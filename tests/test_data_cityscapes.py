@@ -52,7 +52,9 @@ def test_every_raw_id(tmp_path):
     label = Cityscapes(root, "val", size=(2, 34), region=(1, 1)).label(0)
     np.testing.assert_array_equal(label.numpy(), np.vectorize(dict(OFFICIAL).__getitem__)(ids))
     write_png(root / "gtFine/val/lindau/lindau_000000_000019_gtFine_labelIds.png", np.full((2, 34), 34))
-    with pytest.raises(ImageFileError, match=r"lindau_000000_000019_gtFine_labelIds.png' holds unexpected raw label values \[34\]"):
+    with pytest.raises(
+        ImageFileError, match=r"lindau_000000_000019_gtFine_labelIds.png' holds unexpected raw label values \[34\]"
+    ):
         Cityscapes(root, "val", size=(2, 34), region=(1, 1)).label(0)
 
 
@@ -68,7 +70,7 @@ def test_missing_folders(tmp_path, root):
     with pytest.raises(DataLayoutError, match="leftImg8bit/val"):
         small(root, "val")
     (root / "gtFine/train/aachen/aachen_000001_000019_gtFine_labelIds.png").unlink()
-    with pytest.raises(ImageFileError, match="aachen_000001_000019_leftImg8bit.png' has no label file"):
+    with pytest.raises(ImageFileError, match=r"aachen_000001_000019_leftImg8bit\.png' has no label file"):
         small(root)
 
 

@@ -34,7 +34,9 @@ def test_class_maps(tmp_path, classes, table, n):
 
 
 def test_split_mat_and_known_mismatched_ids(tmp_path):
-    root = write_gta5(tmp_path, ids=(1, 2, 3, 15188), size=SMALL, split_mat={"trainIds": [3, 1, 15188], "valIds": [2], "testIds": [4]})
+    root = write_gta5(
+        tmp_path, ids=(1, 2, 3, 15188), size=SMALL, split_mat={"trainIds": [3, 1, 15188], "valIds": [2], "testIds": [4]}
+    )
     assert [gta(root, "train").relpath(i) for i in range(2)] == ["images/00001.png", "images/00003.png"]
     assert len(gta(root, "val")) == 1
     assert len(gta(root, "all")) == 3  # 15188 (a known image/label size mismatch) is skipped
@@ -42,13 +44,13 @@ def test_split_mat_and_known_mismatched_ids(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(DataLayoutError, match="images/NNNNN.png"):
+    with pytest.raises(DataLayoutError, match=r"images/NNNNN\.png"):
         load_dataset("gta5", tmp_path)
     root = write_gta5(tmp_path, size=SMALL)
-    with pytest.raises(DataLayoutError, match="split.mat"):
+    with pytest.raises(DataLayoutError, match=r"split\.mat"):
         gta(root, "train")
     with pytest.raises(ValueError, match="classes"):
         gta(root, classes="mapillary")
     write_png(root / "labels" / "00002.png", np.zeros((20, 48)))
-    with pytest.raises(ImageFileError, match="00002.png' is 48x20"):
+    with pytest.raises(ImageFileError, match=r"00002\.png' is 48x20"):
         gta(root).label(1)

@@ -23,7 +23,9 @@ def test_kl_matches_scipy():
     p = rng.dirichlet(np.ones(6))
     counts = rng.integers(0, 50, (4, 6)).astype(float)
     counts[0, 2] = 0  # a class the subset misses
-    np.testing.assert_allclose(kl_to(p, counts), [entropy(p, np.maximum(c / c.sum(), 1e-10)) for c in counts], rtol=1e-9)
+    np.testing.assert_allclose(
+        kl_to(p, counts), [entropy(p, np.maximum(c / c.sum(), 1e-10)) for c in counts], rtol=1e-9
+    )
 
 
 def test_state_set_search_finds_the_optimum_of_a_small_problem():

@@ -30,7 +30,10 @@ def test_logits_at_input_resolution(backbone):
 
 def test_presets_and_argument_errors():
     assert build_model(11).config["backbone"] == "resnet18"
-    assert build_model(11, "paper", width=8).config == {**build_model(11, "paper", width=8).config, "backbone": "resnet50"}
+    assert build_model(11, "paper", width=8).config == {
+        **build_model(11, "paper", width=8).config,
+        "backbone": "resnet50",
+    }
     with pytest.raises(ValueError, match="backbone"):
         SemanticFPN(3, backbone="resnet101")
     with pytest.raises(ValueError, match="preset"):
@@ -113,11 +116,14 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(path, tiny(num_classes=11))
     model, _ = load_checkpoint(path, tiny(num_classes=11), skip_classifier=True)
     assert model.num_classes == 11
-    with pytest.raises(CheckpointError, match=r"shape mismatches \(backbone.stem.0.0.weight: checkpoint \(8, 3, 7, 7\), model \(16, 3, 7, 7\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape mismatches \(backbone.stem.0.0.weight: checkpoint \(8, 3, 7, 7\), model \(16, 3, 7, 7\)",
+    ):
         load_checkpoint(path, tiny(num_classes=19, width=16))
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(path, tiny(num_classes=19, backbone="resnet34"))
-    with pytest.raises(FileNotFoundError, match="nope.pt"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
         load_checkpoint(tmp_path / "nope.pt")
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a fastral segmentation checkpoint"):

@@ -46,7 +46,7 @@ def test_ids_boxes_round_trip():
     boxes = grid.boxes(ids)
     assert [tuple(b) for b in boxes[[5, 30, 71]]] == [tuple(grid.locate(i)) for i in (5, 30, 71)]
     image, iy, ix = grid.cells(ids)
-    assert [grid.region_id(*c) for c in zip(image, iy, ix)] == ids.tolist()
+    assert [grid.region_id(*c) for c in zip(image, iy, ix, strict=True)] == ids.tolist()
     assert grid.ids_of_images([2, 0]).tolist() == list(range(48, 72)) + list(range(24))
     assert grid.image_of([0, 23, 24, 71]).tolist() == [0, 0, 1, 2]
     with pytest.raises(IndexError, match=r"region ids \[72\] out of range"):

@@ -63,7 +63,7 @@ def write_gta5(root: str | Path, ids=(3, 1, 2, 5), size=(52, 96), seed: int = 0,
     """GTA5 layout: ``images/NNNNN.png`` + palette ``labels/NNNNN.png`` (Cityscapes ids); optional ``split.mat``
     from ``{"trainIds": [...], "valIds": [...], "testIds": [...]}`` (needs scipy)."""
     root, rng = Path(root), np.random.default_rng(seed)
-    ids_with_train_id = np.array(sorted(LABEL_TO_TRAIN_ID) + [0, 1, 34])
+    ids_with_train_id = np.array([*sorted(LABEL_TO_TRAIN_ID), 0, 1, 34])
     for frame in ids:
         label = blocky_labels(rng, size, ids_with_train_id, block=max(size[0] // 6, 1))
         path = root / "labels" / f"{frame:05d}.png"

@@ -138,7 +138,9 @@ class RegionGrid:
         image = self.check_image(image)
         owner, iy, ix = self.cells(region_ids)
         if (owner != image).any():
-            raise ValueError(f"region ids {np.asarray(region_ids)[owner != image][:5].tolist()} are not in image {image}")
+            raise ValueError(
+                f"region ids {np.asarray(region_ids)[owner != image][:5].tolist()} are not in image {image}"
+            )
         cells = torch.zeros(self.ny, self.nx, dtype=torch.bool)
         cells[torch.from_numpy(iy), torch.from_numpy(ix)] = True
         rh, rw = self.region

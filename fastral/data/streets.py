@@ -233,7 +233,9 @@ def _draw_fence(s: _Scene, side: int) -> None:
     dist = s.w / (t * s.ppm)
     top = rng.uniform(1.0, 1.8)
     bars = ((dist % 0.5) < 0.12) | ((z > top - 0.15) & (z < top)) | ((z > 0.15) & (z < 0.25))
-    s.paint(where, (z >= 0) & (z < top) & bars, FENCE, s.colour([110, 90, 70] if rng.random() < 0.5 else [90, 110, 95], 20))
+    s.paint(
+        where, (z >= 0) & (z < top) & bars, FENCE, s.colour([110, 90, 70] if rng.random() < 0.5 else [90, 110, 95], 20)
+    )
 
 
 def _draw_tree(s: _Scene, t: float, lateral: float) -> None:
@@ -271,7 +273,9 @@ def _draw_pole(s: _Scene, t: float, lateral: float) -> None:
         w, h = 0.35 * m, 0.9 * m
         s.rect(x - w / 2, x + w / 2, cy - h / 2, cy + h / 2, SIGN, s.colour([35, 35, 35], 10))
         lit = rng.integers(3)
-        s.ellipse(x, cy + (lit - 1) * 0.28 * m, 0.1 * m, 0.1 * m, SIGN, [[230, 40, 30], [240, 180, 40], [60, 220, 90]][lit])
+        s.ellipse(
+            x, cy + (lit - 1) * 0.28 * m, 0.1 * m, 0.1 * m, SIGN, [[230, 40, 30], [240, 180, 40], [60, 220, 90]][lit]
+        )
 
 
 def _draw_car(s: _Scene, t: float, lateral: float) -> None:

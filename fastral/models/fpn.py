@@ -34,7 +34,9 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return (
+        x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    )
 
 
 class SemanticFPN(nn.Module):
@@ -87,7 +89,9 @@ class SemanticFPN(nn.Module):
         self.smooth = nn.ModuleList(nn.Conv2d(fpn_channels, fpn_channels, 3, padding=1) for _ in range(4))
         # Level k (stride 4 * 2^k) goes through max(k, 1) conv stages, upsampled by 2 after each until stride 4.
         self.branches = nn.ModuleList(
-            nn.ModuleList(_conv_bn_relu(fpn_channels if j == 0 else head_channels, head_channels) for j in range(max(k, 1)))
+            nn.ModuleList(
+                _conv_bn_relu(fpn_channels if j == 0 else head_channels, head_channels) for j in range(max(k, 1))
+            )
             for k in range(4)
         )
         self.dropout = nn.Dropout(dropout)
