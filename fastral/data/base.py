@@ -53,6 +53,22 @@ def require_dir(preset: DatasetPreset, root: str | Path | None, *parts: str) -> 
     return folder
 
 
+def check_split(preset: DatasetPreset, split: str) -> None:
+    if split not in preset.splits:
+        raise ValueError(f"{preset.name}: argument 'split' must be one of {preset.splits}, got {split!r}")
+
+
+def pair_files(preset: DatasetPreset, images, label_of) -> list[tuple[Path, Path]]:
+    """``(image, label_of(image))`` for each image path, in the given order; raises if a label file is missing."""
+    items = []
+    for image in images:
+        label = label_of(image)
+        if not label.is_file():
+            raise ImageFileError(f"{preset.name}: image '{image}' has no label file '{label}'")
+        items.append((image, label))
+    return items
+
+
 def _open(path: Path, what: str) -> Image.Image:
     try:
         im = Image.open(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import IGNORE_INDEX, ImageFileError, PairedFileDataset, make_lut, require_dir
+from .base import IGNORE_INDEX, PairedFileDataset, check_split, make_lut, pair_files, require_dir
 from .presets import CAMVID
 
 VOID = 11  #: CamVid's void label; mapped to IGNORE_INDEX
@@ -14,17 +14,10 @@ LUT = make_lut({**{c: c for c in range(VOID)}, VOID: IGNORE_INDEX, IGNORE_INDEX:
 
 def camvid_items(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     """(image, label) pairs of a split, sorted by file name; labels share the image's file name."""
-    if split not in CAMVID.splits:
-        raise ValueError(f"camvid: argument 'split' must be one of {CAMVID.splits}, got {split!r}")
+    check_split(CAMVID, split)
     images = require_dir(CAMVID, root, split)
     labels = require_dir(CAMVID, root, split + "annot")
-    items = []
-    for image in sorted(images.glob("*.png")):
-        label = labels / image.name
-        if not label.is_file():
-            raise ImageFileError(f"camvid: image '{image}' has no label file '{label}'")
-        items.append((image, label))
-    return items
+    return pair_files(CAMVID, sorted(images.glob("*.png")), lambda image: labels / image.name)
 
 
 class CamVid(PairedFileDataset):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import IGNORE_INDEX, ImageFileError, PairedFileDataset, make_lut, require_dir
+from .base import IGNORE_INDEX, PairedFileDataset, check_split, make_lut, pair_files, require_dir
 from .presets import CITYSCAPES
 
 # Raw Cityscapes label id -> train id, as in cityscapesScripts' labels.py. Ids 0-33 not listed (unlabeled, ego
@@ -22,18 +22,14 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 def cityscapes_items(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     """(image, label) pairs of a split, sorted by city and then file name."""
-    if split not in CITYSCAPES.splits:
-        raise ValueError(f"cityscapes: argument 'split' must be one of {CITYSCAPES.splits}, got {split!r}")
+    check_split(CITYSCAPES, split)
     images = require_dir(CITYSCAPES, root, "leftImg8bit", split)
     labels = require_dir(CITYSCAPES, root, "gtFine", split)
-    items = []
-    for image in sorted(images.glob(f"*/*{IMAGE_SUFFIX}")):
-        city = image.parent.name
-        label = labels / city / (image.name[: -len(IMAGE_SUFFIX)] + LABEL_SUFFIX)
-        if not label.is_file():
-            raise ImageFileError(f"cityscapes: image '{image}' has no label file '{label}'")
-        items.append((image, label))
-    return items
+
+    def label_of(image: Path) -> Path:
+        return labels / image.parent.name / (image.name[: -len(IMAGE_SUFFIX)] + LABEL_SUFFIX)
+
+    return pair_files(CITYSCAPES, sorted(images.glob(f"*/*{IMAGE_SUFFIX}")), label_of)
 
 
 class Cityscapes(PairedFileDataset):

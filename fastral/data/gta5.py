@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, ImageFileError, PairedFileDataset, layout_error, make_lut, require_dir
+from .base import IGNORE_INDEX, PairedFileDataset, check_split, layout_error, make_lut, pair_files, require_dir
 from .cityscapes import LABEL_TO_TRAIN_ID
 from .presets import CAMVID_CLASSES, CITYSCAPES_CLASSES
 from .presets import GTA5 as PRESET
@@ -46,21 +46,18 @@ def _split_ids(root: Path, split: str) -> set[int]:
 
 def gta5_items(root: str | Path, split: str, skip_known_mismatched: bool = True) -> list[tuple[Path, Path]]:
     """(image, label) pairs of a split sorted by file name; ``split='all'`` is every image that has a label."""
-    if split not in PRESET.splits:
-        raise ValueError(f"gta5: argument 'split' must be one of {PRESET.splits}, got {split!r}")
+    check_split(PRESET, split)
     images = require_dir(PRESET, root, "images")
     labels = require_dir(PRESET, root, "labels")
     wanted = None if split == "all" else _split_ids(Path(root), split)
-    items = []
-    for image in sorted(images.glob("*.png")):
+
+    def keep(image: Path) -> bool:
         frame = int(image.stem) if image.stem.isdigit() else None
-        if (wanted is not None and frame not in wanted) or (skip_known_mismatched and frame in KNOWN_MISMATCHED_IDS):
-            continue
-        label = labels / image.name
-        if not label.is_file():
-            raise ImageFileError(f"gta5: image '{image}' has no label file '{label}'")
-        items.append((image, label))
-    return items
+        skipped = skip_known_mismatched and frame in KNOWN_MISMATCHED_IDS
+        return not skipped and (wanted is None or frame in wanted)
+
+    images = [image for image in sorted(images.glob("*.png")) if keep(image)]
+    return pair_files(PRESET, images, lambda image: labels / image.name)
 
 
 class GTA5(PairedFileDataset):
