@@ -1,5 +1,6 @@
 """RALIS split builder: disjoint sets, D_S close to the train class distribution, JSON round trip, checks."""
 
+import dataclasses
 import itertools
 import json
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 from scipy.stats import entropy
 
-from fastral.data import ALSplitRecipe, ALSplits, Streets, build_splits, get_preset
+from fastral.data import PRESETS, ALSplitRecipe, ALSplits, Streets, build_splits, get_preset
 from fastral.data.splits import SET_NAMES, SplitSet, choose_state_set, class_histograms, kl_to
+from fastral.data.splits import main as splits_main
+from fastral.data.streets import SPLIT_SIZES
 
 RECIPE = ALSplitRecipe(source="train", d_s=3, d_t=5, d_r=None, d_v=None, reward_split="val", test_split="test")
 
@@ -106,3 +109,11 @@ def test_recipe_errors(train):
         build_splits(train, progress=False)  # the streets preset wants 110 labelled images; there are 16
     with pytest.raises(ValueError, match="draws from split 'train'"):
         build_splits(Streets("val", num_images=12, progress=False), RECIPE, progress=False)
+
+
+def test_command_writes_a_loadable_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(SPLIT_SIZES, "train", 16)  # a small streets train split for the small recipe
+    monkeypatch.setitem(PRESETS, "streets", dataclasses.replace(PRESETS["streets"], al=RECIPE))
+    splits = splits_main(["--out", str(tmp_path / "splits.json"), "--seed", "2"])
+    assert ALSplits.load(tmp_path / "splits.json").to_dict() == splits.to_dict()
+    assert "d_s 3, d_t 5, d_r all of val, d_v 8, test all of test; KL(train || D_S)" in capsys.readouterr().out

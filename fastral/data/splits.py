@@ -225,3 +225,37 @@ def build_splits(
         "d_s": (hist[d_s].sum(0) / max(hist[d_s].sum(), 1)).tolist(),
     }
     return ALSplits(train.name, int(seed), {k: sets[k] for k in SET_NAMES}, kl, distribution)
+
+
+def main(argv: list[str] | None = None) -> ALSplits:
+    """``python -m fastral.data.splits``: build a data set's RALIS splits and write them as JSON."""
+    import argparse
+
+    from . import load_dataset
+    from .presets import PRESETS
+
+    p = argparse.ArgumentParser(
+        prog="python -m fastral.data.splits",
+        description="Build the RALIS splits D_S / D_T / D_R / D_V (+ test split) of a data set and save them as JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", default="streets", choices=[n for n, pr in PRESETS.items() if pr.al], help="data set")
+    p.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes (not for streets)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the permutation and of the D_S search")
+    p.add_argument("--streets-seed", type=int, default=0, help="seed of the generated streets data set")
+    p.add_argument("--out", type=Path, required=True, help="JSON file to write (atomically)")
+    args = p.parse_args(argv)
+    recipe = PRESETS[args.dataset].al
+    kw = {"seed": args.streets_seed} if args.dataset == "streets" else {"cache": False}
+    train = load_dataset(args.dataset, args.data_root, recipe.source, **kw)
+    splits = build_splits(train, recipe, seed=args.seed)
+    splits.save(args.out)
+    sizes = ", ".join(
+        f"{n} {len(s.indices) if s.indices is not None else 'all of ' + s.split}" for n, s in splits.sets.items()
+    )
+    print(f"{args.dataset}: {sizes}; KL(train || D_S) = {splits.d_s_kl:.5f}\nwrote {args.out}")
+    return splits
+
+
+if __name__ == "__main__":
+    main()
