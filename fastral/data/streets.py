@@ -216,6 +216,7 @@ def _draw_ground(s: _Scene) -> None:
 
 
 def _draw_fence(s: _Scene, side: int) -> None:
+    """A fence in front of the facades of one side, between two random distances: bars and two rails."""
     rng = s.rng
     r = int(side > 0)
     lateral = side * (s.road[r] + s.pave[r] - 0.3)
@@ -233,9 +234,8 @@ def _draw_fence(s: _Scene, side: int) -> None:
     dist = s.w / (t * s.ppm)
     top = rng.uniform(1.0, 1.8)
     bars = ((dist % 0.5) < 0.12) | ((z > top - 0.15) & (z < top)) | ((z > 0.15) & (z < 0.25))
-    s.paint(
-        where, (z >= 0) & (z < top) & bars, FENCE, s.colour([110, 90, 70] if rng.random() < 0.5 else [90, 110, 95], 20)
-    )
+    colour = s.colour([110, 90, 70] if rng.random() < 0.5 else [90, 110, 95], 20)  # wood or painted metal
+    s.paint(where, (z >= 0) & (z < top) & bars, FENCE, colour)
 
 
 def _draw_tree(s: _Scene, t: float, lateral: float) -> None:
@@ -273,9 +273,9 @@ def _draw_pole(s: _Scene, t: float, lateral: float) -> None:
         w, h = 0.35 * m, 0.9 * m
         s.rect(x - w / 2, x + w / 2, cy - h / 2, cy + h / 2, SIGN, s.colour([35, 35, 35], 10))
         lit = rng.integers(3)
-        s.ellipse(
-            x, cy + (lit - 1) * 0.28 * m, 0.1 * m, 0.1 * m, SIGN, [[230, 40, 30], [240, 180, 40], [60, 220, 90]][lit]
-        )
+        light = [[230, 40, 30], [240, 180, 40], [60, 220, 90]][lit]
+        s.ellipse(x, cy + (lit - 1) * 0.28 * m, 0.1 * m, 0.1 * m, SIGN, light)
+    # else: a bare pole
 
 
 def _draw_car(s: _Scene, t: float, lateral: float) -> None:
@@ -300,9 +300,9 @@ def _draw_person(s: _Scene, t: float, lateral: float, cls: int, z0: float = 0.0)
     shirt, trousers = s.colour(rng.uniform(20, 235, 3), 0), s.colour(rng.uniform(20, 200, 3), 0)
     hips = max(0.85 * height / 1.75, z0 + 0.15)
     stride = rng.uniform(0, 0.12) * m
-    for dx in (-0.1, 0.1):
-        s.rect(x + dx * m - 0.07 * m + stride * np.sign(dx), x + dx * m + 0.07 * m + stride * np.sign(dx),
-               y_base - hips * m, y_base - z0 * m * 0.6, cls, trousers, 1.0)  # fmt: skip
+    for side in (-1, 1):  # legs, apart by the stride
+        leg = x + side * (0.1 * m + stride)
+        s.rect(leg - 0.07 * m, leg + 0.07 * m, y_base - hips * m, y_base - z0 * m * 0.6, cls, trousers, 1.0)
     shoulders = height - 0.25
     s.rect(x - 0.22 * m, x + 0.22 * m, y_base - shoulders * m, y_base - hips * m, cls, shirt, 1.0)
     skin = s.colour([rng.uniform(90, 220)] * 3, 0) * np.array([1.0, 0.85, 0.7], np.float32)
