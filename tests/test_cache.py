@@ -117,9 +117,31 @@ def test_concurrent_processes_read_and_write_safely(tmp_path):
 
 
 def test_weights_hash_follows_the_weights():
+    bn = torch.nn.BatchNorm1d(3)  # has a 0-dim buffer (num_batches_tracked)
+    h = weights_hash(bn)
+    bn.num_batches_tracked += 1
+    assert weights_hash(bn) != h
     net = torch.nn.Linear(3, 2)
     h = weights_hash(net)
     assert h == weights_hash(net) and len(h) == 20
     with torch.no_grad():
         net.bias[0] += 1e-6
     assert weights_hash(net) != h
+
+
+def test_damaged_chunk_inside_a_readable_file_is_rebuilt(tmp_path):
+    """A file that opens but whose compressed rows cannot be decoded: rebuilt with a warning, never wrong rows."""
+    path = tmp_path / "f.h5"
+    cache = FeatureCache(path, "toy", num_images=5, regions=R)
+    cache.store("w", [0, 1], fake_features([0, 1]))
+    with h5py.File(path, "r") as f:
+        info = f["toy/w/base"].id.get_chunk_info(1)
+    with open(path, "r+b") as f:
+        f.seek(info.byte_offset)
+        f.write(b"\xff" * info.size)
+    compute = Counter()
+    with pytest.warns(UserWarning, match="damaged .* rebuilt"):
+        out = cache.features("w", [0, 1], compute)
+    assert_features_equal(out, fake_features([0, 1]))
+    assert compute.calls == [[0, 1]]  # everything recomputed: the old file was set aside
+    assert (tmp_path / "f.h5.stale").exists()

@@ -1,5 +1,6 @@
 """The RALIS query network, double-DQN targets, epsilon schedule and replay memory, on hand-computed values."""
 
+import copy
 import math
 
 import numpy as np
@@ -139,3 +140,24 @@ def test_agent_state_round_trip_resumes_identically():
     torch.manual_seed(0)
     loss_b = twin.optimize()
     assert loss_a == loss_b
+
+
+def test_optimize_computes_huber_loss_against_double_dqn_and_terminal_targets():
+    """One update on a terminal and a live transition, recomputed by hand from copies of the two nets."""
+    agent = DQNAgent(network(3), DQNConfig(batch_size=2, buffer_size=2, gamma=0.5), seed=4)
+    s, s_next = torch.randn(R, DS), torch.randn(R, DS)
+    pools, next_pools = torch.randn(2, N, DA), torch.randn(2, N, DA)
+    agent.remember(s, pools[:1], torch.tensor([1]), 1.0, None, None)  # the episode's last step: terminal
+    agent.remember(s, pools[1:], torch.tensor([3]), 2.0, s_next, next_pools[1:])
+    policy, target = copy.deepcopy(agent.policy).eval(), copy.deepcopy(agent.target)
+    with torch.no_grad():
+        best = policy(next_pools[1:], s_next[None]).argmax(1)  # the policy net picks a* ...
+        live_target = 2.0 + 0.5 * target(next_pools[1:], s_next[None])[0, best]  # ... the target net rates it
+    targets = {1: torch.tensor([1.0]), 3: live_target}
+    order = copy.deepcopy(agent.rng).choice(2, size=2, replace=False)  # the batch order optimize() will draw
+    batch = [agent.memory.transitions[i] for i in order]
+    policy.train()
+    q = policy(torch.stack([t.actions for t in batch]), torch.stack([s, s]))
+    q = q[torch.arange(2), torch.tensor([t.action for t in batch])]
+    expected = torch.nn.functional.smooth_l1_loss(q, torch.cat([targets[t.action] for t in batch]))
+    assert agent.optimize() == pytest.approx(expected.item(), rel=1e-5)

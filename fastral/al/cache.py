@@ -18,7 +18,7 @@ Safety:
   * an image's checksum is written after its rows and checked on every read, so rows left half-written by a
     killed run read as missing (recomputed), never as wrong features;
   * a file that cannot be opened (truncated) or has another schema version is moved aside and rebuilt, with a
-    warning.
+    warning; so is one that opens but fails while reading or writing features (a damaged chunk or index).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .features import RegionFeatures
 
 SCHEMA_VERSION = 1
 FIELDS = ("base", "class_dist", "entropy_mean")
+DAMAGE = (OSError, KeyError, RuntimeError, TypeError, ValueError)  # what h5py raises on a damaged file
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -48,7 +49,7 @@ def weights_hash(model: torch.nn.Module) -> str:
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # reshape: 0-dim buffers (BatchNorm)
     return digest.hexdigest()[:20]
 
 
@@ -99,21 +100,29 @@ class FeatureCache:
                 except OSError as exc:
                     problem = f"unreadable ({exc})"
             if problem is not None:
-                aside = self.path.with_name(self.path.name + ".stale")
-                os.replace(self.path, aside)
-                warnings.warn(
-                    f"feature cache {self.path} is {problem}: moved to {aside.name} and rebuilt", stacklevel=3
-                )
+                self._move_aside(problem)
             if not self.path.exists():
                 with h5py.File(self.path, "w", locking=False) as f:
                     f.attrs["schema"] = SCHEMA_VERSION
+
+    def _move_aside(self, problem: str) -> None:
+        aside = self.path.with_name(self.path.name + ".stale")
+        os.replace(self.path, aside)
+        warnings.warn(f"feature cache {self.path} is {problem}: moved to {aside.name} and rebuilt", stacklevel=4)
+
+    def _rebuild(self, problem: str) -> None:
+        """Move a file that opened but fails inside (a damaged chunk or index) aside and start afresh."""
+        with self._locked(exclusive=True):
+            if self.path.exists():
+                self._move_aside(problem)
+        self._validate_file()
 
     def lookup(self, weights: str, images: Sequence[int]) -> dict[int, RegionFeatures]:
         """Cached features of those ``images`` (data-set image indices) that were completely written."""
         found: dict[int, RegionFeatures] = {}
         with self._locked(exclusive=False), h5py.File(self.path, "r", locking=False) as f:
             group = f.get(f"{self.namespace}/{weights}")
-            if group is not None:
+            if group is not None and "checksum" in group:  # no checksum yet: a first write was interrupted
                 sums = group["checksum"][:]
                 for image in images:
                     if not sums[image]:
@@ -156,11 +165,19 @@ class FeatureCache:
         """Features of ``images`` in order: cached ones read, the others computed with ``compute(missing)``
         (which returns their regions concatenated in the given order) and stored."""
         images = [int(i) for i in images]
-        found = self.lookup(weights, images)
+        try:
+            found = self.lookup(weights, images)
+        except DAMAGE as exc:
+            self._rebuild(f"damaged ({type(exc).__name__}: {exc})")
+            found = {}
         missing = [i for i in images if i not in found]
         if missing:
             fresh = RegionFeatures(*(t.detach().cpu().float() for t in compute(missing)))
-            self.store(weights, missing, fresh)
+            try:
+                self.store(weights, missing, fresh)
+            except DAMAGE as exc:
+                self._rebuild(f"damaged ({type(exc).__name__}: {exc})")
+                self.store(weights, missing, fresh)
             for k, image in enumerate(missing):
                 found[image] = RegionFeatures(*(t[k * self.regions : (k + 1) * self.regions] for t in fresh))
         return RegionFeatures(*(torch.cat([getattr(found[i], name) for i in images]) for name in FIELDS))

@@ -1,7 +1,9 @@
 """The RALIS query network: Q(s, a) for every candidate region of every pool.
 
-As in the official ``QueryNetworkDQN``: every layer is pre-activation, BatchNorm -> ReLU -> 1x1 conv (a linear
-layer applied to each region / candidate independently).
+As in the official ``QueryNetworkDQN``: every layer is pre-activation, BatchNorm -> ReLU -> 1x1 conv, i.e. a linear
+layer applied to each region / candidate independently. Here that layer is an ``nn.Linear`` on the rows of a
+``[B * L, C]`` view (BatchNorm statistics over the same B * L rows as BatchNorm1d over ``[B, C, L]``): the same
+function as the official 1x1 ``Conv1d``, several times faster on a CPU.
 
   state path   [B, R, Ds] -> BN, ReLU, Ds->256, BN, ReLU, 256->128, BN, ReLU, 128->1   one scalar per state region
                -> BN1d(R), ReLU, Linear(R -> 128)                                      one state vector
@@ -23,11 +25,16 @@ from torch import nn
 
 
 def _pre_activation(channels: list[int]) -> nn.Sequential:
-    """BN -> ReLU -> 1x1 conv for each consecutive pair of channel counts."""
+    """BN -> ReLU -> linear for each consecutive pair of channel counts, on ``[rows, channels]``."""
     layers = []
     for c_in, c_out in itertools.pairwise(channels):
-        layers += [nn.BatchNorm1d(c_in), nn.ReLU(), nn.Conv1d(c_in, c_out, 1)]
+        layers += [nn.BatchNorm1d(c_in), nn.ReLU(), nn.Linear(c_in, c_out)]
     return nn.Sequential(*layers)
+
+
+def _per_row(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module`` applied to every row of ``[B, L, C]`` (as one ``[B * L, C]`` batch), back to ``[B, L, C']``."""
+    return module(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 class QueryNetwork(nn.Module):
@@ -52,12 +59,12 @@ class QueryNetwork(nn.Module):
         self.state_regions_path = _pre_activation([state_dim, 256, 128, 1])
         self.state_summary = nn.Sequential(nn.BatchNorm1d(state_regions), nn.ReLU(), nn.Linear(state_regions, 128))
         self.action_path = _pre_activation([action_dim - gate_dim, 512, 256, 128])
-        self.fusion = nn.Sequential(nn.BatchNorm1d(256), nn.Conv1d(256, 1, 1))
+        self.fusion = nn.Sequential(nn.BatchNorm1d(256), nn.Linear(256, 1))
         self.gate = _pre_activation([gate_dim, 1])
 
     def state_vector(self, state: torch.Tensor) -> torch.Tensor:
         """``[B, R, Ds]`` states -> ``[B, 128]``."""
-        per_region = self.state_regions_path(state.transpose(1, 2)).squeeze(1)  # [B, R]
+        per_region = _per_row(self.state_regions_path, state).squeeze(2)  # [B, R]
         return self.state_summary(per_region)
 
     def forward(self, actions: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -68,8 +75,8 @@ class QueryNetwork(nn.Module):
             raise ValueError(f"state must be [B, {self.state_regions}, {self.state_dim}], got {tuple(state.shape)}")
         B, N, _ = actions.shape
         s = self.state_vector(state)  # [B or 1, 128]
-        s = s.unsqueeze(2).expand(B, -1, N)
-        a = self.action_path(actions[..., : -self.gate_dim].transpose(1, 2))  # [B, 128, N]
-        f = self.fusion(torch.cat([s, a], 1)).squeeze(1)  # [B, N]
-        g = self.gate(actions[..., -self.gate_dim :].transpose(1, 2)).squeeze(1)  # [B, N]
+        s = s.unsqueeze(1).expand(B, N, -1)
+        a = _per_row(self.action_path, actions[..., : -self.gate_dim])  # [B, N, 128]
+        f = _per_row(self.fusion, torch.cat([s, a], 2)).squeeze(2)  # [B, N]
+        g = _per_row(self.gate, actions[..., -self.gate_dim :]).squeeze(2)  # [B, N]
         return torch.sigmoid(g) * f

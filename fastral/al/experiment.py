@@ -1,0 +1,206 @@
+"""The fixed ingredients of a RALIS run: data sets, the D_S / D_T / D_R / D_V split, theta_0, the feature cache.
+
+``prepare`` loads (or generates) the data, builds or loads the split (saved as ``<out>/splits.json``), makes the
+initial segmentation weights theta_0 (``--init-checkpoint``, or pretrained here and saved as ``<out>/theta0.pt``
+so that a resumed run reuses them) and measures theta_0 on D_R (the reward baseline) and on the test split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import ALSplits, TrainItem, build_splits, get_preset, load_dataset
+from ..models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from ..training import TrainConfig, evaluate, fit
+from .cache import FeatureCache
+from .presets import RalisConfig
+from .run_state import derive_seed
+
+THETA0_FILE = "theta0.pt"
+SPLITS_FILE = "splits.json"
+
+
+@dataclass
+class Experiment:
+    config: RalisConfig
+    train: object  #: the source split (D_S, D_T, D_V are image indices into it)
+    reward: object  #: the split D_R lives in
+    reward_indices: list[int]
+    test: object
+    splits: ALSplits
+    model: torch.nn.Module
+    theta0: dict  #: initial weights (CPU state dict)
+    theta0_metrics: dict  #: d_r_miou, test_miou, test_iou, test_accuracy
+    cache: FeatureCache
+    device: torch.device
+
+    def images(self, name: str) -> list[int]:
+        """Image indices of split set ``name`` (d_s, d_t, d_v) in the source split."""
+        return self.splits.indices(name, self.train)
+
+    def train_config(self) -> TrainConfig:
+        return train_config(self.config, self.config.lr)
+
+    @property
+    def feature_dim(self) -> int:
+        """Ds: class distribution (C+1) + 3 pooled entropy maps."""
+        ph, pw = self.config.entropy_pool
+        return self.train.num_classes + 1 + 3 * ph * pw
+
+
+def train_config(c: RalisConfig, lr: float) -> TrainConfig:
+    """Segmentation training settings (SGD + crops containing the region + flips) at learning rate ``lr``."""
+    return TrainConfig(lr=lr, momentum=c.momentum, weight_decay=c.weight_decay, batch_size=c.batch_size,
+                       crop=c.crop, hflip=True, grad_clip=c.grad_clip or None)  # fmt: skip
+
+
+def dataset_kwargs(config: RalisConfig, split: str, progress: bool) -> dict:
+    kw = {"progress": progress}
+    if config.region is not None:
+        kw["region"] = tuple(config.region)
+    if config.dataset == "streets":
+        sizes = dict(zip(("train", "val", "test"), config.streets_images or (None, None, None), strict=True))
+        kw.update(seed=config.streets_seed, num_images=sizes.get(split), size=config.image_size)
+    else:
+        kw["scale"] = config.scale
+    return kw
+
+
+def load_split(config: RalisConfig, root, split: str, progress: bool):
+    return load_dataset(config.dataset, root, split, **dataset_kwargs(config, split, progress))
+
+
+def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None, progress: bool) -> ALSplits:
+    """The run's split: ``splits_file`` if given, else ``<out>/splits.json`` if present (a resumed run), else
+    built from the data set's recipe with the overrides d_s / d_t / d_v."""
+    saved = out / SPLITS_FILE
+    path = splits_file or (saved if saved.is_file() else None)
+    if path is not None:
+        splits = ALSplits.load(path)
+        for name in ("d_s", "d_t", "d_v"):
+            splits.check(name, train)
+    else:
+        recipe = get_preset(config.dataset).al
+        changes = {k: getattr(config, k) for k in ("d_s", "d_t", "d_v") if getattr(config, k) is not None}
+        splits = build_splits(train, dataclasses.replace(recipe, **changes), seed=config.split_seed, progress=progress)
+    splits.save(saved)
+    return splits
+
+
+def file_list_hash(dataset) -> str:
+    digest = hashlib.sha256("\n".join(dataset.relpath(i) for i in range(len(dataset))).encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_namespace(config: RalisConfig, dataset) -> str:
+    """What the cached features depend on besides the weights: data set, split, image and region sizes, pooling
+    grid and the exact image list."""
+    (rh, rw), (ph, pw) = dataset.region, config.entropy_pool
+    return (f"{dataset.name}/{dataset.split}/{dataset.height}x{dataset.width}/r{rh}x{rw}/p{ph}x{pw}/"
+            f"{file_list_hash(dataset)}")  # fmt: skip
+
+
+def build_network(config: RalisConfig, num_classes: int) -> torch.nn.Module:
+    overrides = {k: getattr(config, k) for k in ("width", "fpn_channels", "head_channels") if getattr(config, k)}
+    torch.manual_seed(derive_seed(config.pretrain_seed, "theta0-init"))
+    return build_model(num_classes, config.model, dropout=config.dropout, **overrides)
+
+
+def pretrain(c: RalisConfig, model, train, splits, reward, reward_indices, progress: bool) -> dict:
+    """Make theta_0 in place (see ``RalisConfig.pretrain``); returns a summary of the pretraining."""
+    if c.pretrain == "none":
+        return {"source": "none"}
+    if c.pretrain == "source":  # generated scenes of another seed: in no split of the run
+        kw = {**dataset_kwargs(c, "train", progress), "seed": c.streets_seed + 1, "num_images": c.pretrain_images}
+        source = load_dataset("streets", None, "train", **kw)
+        images = list(range(len(source)))
+    else:
+        source, images = train, splits.indices("d_t", train)
+    items = [TrainItem(i, source.label(i)) for i in images]
+    generator = torch.Generator().manual_seed(derive_seed(c.pretrain_seed, "pretrain"))
+    result = fit(model, source, items, reward, train_config(c, c.pretrain_lr), epochs=c.pretrain_epochs,
+                 patience=c.pretrain_patience, val_indices=reward_indices, generator=generator, progress=progress,
+                 eval_batch_size=c.eval_batch_size, log=None)  # fmt: skip
+    return {"source": c.pretrain, "images": len(items), "epochs": len(result.history),
+            "best_epoch": result.best_epoch, "d_r_miou": result.best_miou}  # fmt: skip
+
+
+def theta0_key(config: RalisConfig, splits: ALSplits) -> dict:
+    """What a saved theta_0 was made from (checked before reusing it)."""
+    fields = ("dataset", "image_size", "region", "scale", "streets_seed", "streets_images", "model", "width",
+              "fpn_channels", "head_channels", "dropout", "pretrain", "pretrain_images", "pretrain_epochs",
+              "pretrain_patience", "pretrain_lr", "pretrain_seed", "momentum", "weight_decay", "batch_size", "crop",
+              "grad_clip", "reward_images", "eval_batch_size")  # fmt: skip
+    full = config.to_dict()
+    return {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"]}
+
+
+def prepare(
+    config: RalisConfig,
+    data_root,
+    out: Path,
+    device: torch.device,
+    *,
+    init_checkpoint: Path | None = None,
+    splits_file: Path | None = None,
+    cache_file: Path | None = None,
+    test_split: str | None = None,
+    progress: bool = True,
+    log=print,
+) -> Experiment:
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_split(config, data_root, get_preset(config.dataset).al.source, progress)
+    splits = make_splits(config, train, out, splits_file, progress)
+    d_r = splits.sets["d_r"]
+    reward = train if d_r.split == train.split else load_split(config, data_root, d_r.split, progress)
+    reward_indices = splits.indices("d_r", reward)[: config.reward_images]
+    test_name = test_split or splits.split_of("test")
+    if test_name == d_r.split:
+        warnings.warn(f"the test split {test_name!r} also holds D_R: test numbers are not held out", stacklevel=2)
+    test = reward if test_name == reward.split else load_split(config, data_root, test_name, progress)
+    model = build_network(config, train.num_classes)
+    theta0_path, key = out / THETA0_FILE, theta0_key(config, splits)
+    if init_checkpoint is not None:
+        load_checkpoint(init_checkpoint, model)
+        log(f"theta_0: loaded {init_checkpoint}")
+        summary = {"source": f"checkpoint {init_checkpoint}"}
+    elif theta0_path.is_file() and read_checkpoint(theta0_path)["extra"].get("key") == key:
+        _, extra = load_checkpoint(theta0_path, model)
+        summary = extra["summary"]
+        log(f"theta_0: reusing {theta0_path}")
+    else:
+        log(f"theta_0: pretraining ({config.pretrain}) ...")
+        model.to(device)
+        summary = pretrain(config, model, train, splits, reward, reward_indices, progress)
+        model.cpu()
+        save_checkpoint(theta0_path, model, key=key, summary=summary)
+    model.to(device).eval()
+    theta0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    d_r_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
+    ev = evaluate(model, test, batch_size=config.eval_batch_size)
+    metrics = {"pretraining": summary, "d_r_miou": d_r_miou, "test_miou": ev.miou, "test_iou": ev.iou.tolist(),
+               "test_accuracy": ev.accuracy}  # fmt: skip
+    per_image = train.regions.per_image
+    cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train), per_image)
+    exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device)
+    check_pool_sizes(exp)
+    return exp
+
+
+def check_pool_sizes(exp: Experiment) -> None:
+    """Raise ValueError if a pool is too small for the budgets (naming the options to change)."""
+    c, per_image = exp.config, exp.train.regions.per_image
+    d_t, d_v = len(exp.images("d_t")) * per_image, len(exp.images("d_v")) * per_image
+    if c.train_budget + c.regions_per_step * c.train_pool_size > d_t:
+        raise ValueError(
+            f"D_T has {d_t} regions, fewer than --train-budget ({c.train_budget}) + --regions-per-step x "
+            f"--train-pool-size ({c.regions_per_step} x {c.train_pool_size}) that policy training needs"
+        )
+    if c.budgets[-1] > d_v:
+        raise ValueError(f"argument --budgets: D_V has {d_v} regions, got a budget of {c.budgets[-1]}")

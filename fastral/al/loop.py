@@ -1,0 +1,273 @@
+"""The RALIS loop: policy-training episodes on D_T, then every policy on D_V at a list of budgets.
+
+A run is a fixed list of tasks (:func:`plan`): per seed, training the query network (if ``ralis`` is among the
+policies), then one evaluation per policy. After every AL step the whole run state is written atomically
+(:mod:`fastral.al.run_state`), so ``--resume`` continues from the last finished step.
+
+**Policy training** (one task per seed): ``episodes`` episodes; each starts from theta_0 with nothing labelled
+and runs steps of K regions until ``train_budget`` regions are labelled. A step: the agent picks one candidate per
+pool (epsilon-greedy), the oracle labels them, the network trains on them, the reward is 100 x the D_R mIoU gain
+(the first one against theta_0's mIoU: the official code's first reward is the mIoU itself), the next state is
+observed, the K transitions are stored (the last step's are terminal) and the DQN takes one update.
+
+**Evaluation** (one task per seed and policy): from theta_0, steps of K regions on D_V with the policy's pool size
+until the largest budget; when the labelled count reaches a budget, a copy of the network is trained on all
+labelled regions until D_R stops improving (``final_patience``), and its best-on-D_R weights are tested on the
+test split. The trajectory itself continues from the un-finetuned network, so every budget sees exactly what a
+separate run to that budget would (as the official code, which runs each budget separately).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._atomic import torch_save
+from ..training import evaluate, fit
+from .dqn import DQNAgent, DQNConfig
+from .environment import ALEnvironment, Observation, Pools
+from .experiment import Experiment
+from .policies import BaldPolicy, EntropyPolicy, Policy, RalisPolicy, UniformPolicy
+from .query_network import QueryNetwork
+from .run_state import Streams, derive_seed, save_state
+from .timing import Timer
+
+TRAIN, EVAL = "train", "eval"
+PHASES = {TRAIN: "policy_training", EVAL: "evaluation"}
+
+
+def plan(seeds, policies) -> list[tuple[str, int, str]]:
+    """The run's tasks in order: ``(kind, seed, policy)``."""
+    tasks = []
+    for seed in seeds:
+        if "ralis" in policies:
+            tasks.append((TRAIN, seed, "ralis"))
+        tasks += [(EVAL, seed, p) for p in policies]
+    return tasks
+
+
+def class_entropy(pixels) -> float:
+    """Entropy (natural log) of a class histogram; 0 for an empty one."""
+    p = np.asarray(pixels, np.float64)
+    p = p[p > 0]
+    return float(-(p / p.sum() * np.log(p / p.sum())).sum()) if p.size else 0.0
+
+
+def _pack(obs: Observation) -> dict:
+    return {"pools": torch.from_numpy(obs.pools.region_ids), "state": obs.state, "actions": obs.actions}
+
+
+def _unpack(saved: dict) -> Observation:
+    return Observation(Pools(saved["pools"].numpy()), saved["state"], saved["actions"])
+
+
+class Runner:
+    """Runs (or resumes) the tasks of one experiment; ``state`` is a loaded run state or None for a new run."""
+
+    def __init__(self, exp: Experiment, policies, out: Path, state: dict | None = None, progress: bool = True):
+        self.exp, self.config, self.policies, self.out, self.progress = exp, exp.config, list(policies), out, progress
+        self.state = state if state is not None else {
+            "task_index": 0, "task": None, "agents": {}, "training": {}, "evaluations": [], "trajectories": {},
+            "timers": {}}  # fmt: skip
+        self.timers = {phase: Timer() for phase in PHASES.values()}
+        for phase, saved in self.state["timers"].items():
+            self.timers[phase].load_state_dict(saved)
+
+    # -- plumbing --------------------------------------------------------------------------------------------
+    def save(self, timer: Timer | None = None) -> None:
+        self.state["timers"] = {k: t.state_dict() for k, t in self.timers.items()}
+        if timer is None:
+            save_state(self.out, self.state)
+            return
+        with timer.section("checkpoint"):
+            save_state(self.out, self.state)
+
+    def make_env(self, images, timer: Timer) -> ALEnvironment:
+        exp, c = self.exp, self.config
+        return ALEnvironment(
+            exp.train, images, exp.images("d_s"), exp.model, exp.theta0, exp.train_config(), exp.reward,
+            exp.reward_indices, exp.cache, timer, step_epochs=c.step_epochs, entropy_pool=c.entropy_pool,
+            kl_bins=c.kl_bins, eval_batch_size=c.eval_batch_size,
+        )  # fmt: skip
+
+    def make_agent(self, seed: int) -> DQNAgent:
+        c, exp = self.config, self.exp
+        net = QueryNetwork(
+            state_dim=exp.feature_dim,
+            state_regions=len(exp.images("d_s")) * exp.train.regions.per_image,
+            action_dim=exp.feature_dim + 2 * c.kl_bins,
+            gate_dim=2 * c.kl_bins,
+        )
+        dqn = DQNConfig(lr=c.dqn_lr, momentum=c.dqn_momentum, weight_decay=c.dqn_weight_decay,
+                        lr_decay_per_episode=c.dqn_lr_decay, gamma=c.dqn_gamma, batch_size=c.dqn_batch_size,
+                        buffer_size=c.replay_size, target_update=c.target_update, eps_start=c.eps_start,
+                        eps_end=c.eps_end, eps_decay=c.eps_decay)  # fmt: skip
+        return DQNAgent(net, dqn, seed=derive_seed(seed, TRAIN, "agent"))
+
+    def make_policy(self, name: str, env: ALEnvironment, streams: Streams, seed: int) -> Policy:
+        if name == "uniform":
+            return UniformPolicy(streams.policy)
+        if name == "entropy":
+            return EntropyPolicy(env)
+        if name == "bald":
+            return BaldPolicy(env, self.config.bald_samples, streams.mc)
+        if name == "ralis":
+            agent = self.make_agent(seed)
+            agent.policy.load_state_dict(self.state["agents"][str(seed)])
+            return RalisPolicy(env, agent)
+        raise ValueError(f"unknown policy {name!r}")
+
+    def bar(self, **kw) -> tqdm:
+        return tqdm(disable=not self.progress, dynamic_ncols=True, **kw)
+
+    # -- the run ---------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        tasks = plan(self.config.seeds, self.policies)
+        for index in range(self.state["task_index"], len(tasks)):
+            kind, seed, policy = tasks[index]
+            if kind == TRAIN:
+                self.train_policy(seed)
+            else:
+                self.evaluate_policy(seed, policy)
+            self.state.update(task_index=index + 1, task=None)
+            self.save()
+        return self.state
+
+    def train_policy(self, seed: int) -> None:
+        c, exp, timer = self.config, self.exp, self.timers[PHASES[TRAIN]]
+        env = self.make_env(exp.images("d_t"), timer)
+        streams = Streams((seed, TRAIN), (seed, TRAIN), exp.device)
+        agent = self.make_agent(seed)
+        task = self.state["task"]
+        if task is None:
+            task = {"kind": TRAIN, "seed": seed, "episode": 0, "pending": None, "log": None, "prev_miou": None}
+        else:
+            env.load_state_dict(task["env"])
+            agent.load_state_dict(task["agent"])
+            streams.load_state_dict(task["streams"])
+        history = self.state["training"].setdefault(str(seed), [])
+        K, N = c.regions_per_step, c.train_pool_size
+        episodes = self.bar(total=c.episodes, initial=task["episode"], desc=f"seed {seed}: policy training",
+                            unit="episode")  # fmt: skip
+        steps = self.bar(total=math.ceil(c.train_budget / K), desc="  AL steps", unit="step", leave=False)
+        while task["episode"] < c.episodes:
+            if task["pending"] is None:  # a new episode: theta_0, nothing labelled
+                env.reset()
+                task["prev_miou"] = exp.theta0_metrics["d_r_miou"]
+                task["log"] = {"episode": task["episode"], "epsilon_start": agent.epsilon(), "rewards": [],
+                               "d_r_miou": [], "dqn_loss": []}  # fmt: skip
+                obs = env.observe(env.sample_pools(K, N, streams.pools))
+                steps.reset()
+            else:
+                obs = _unpack(task["pending"])
+            with timer.section("dqn"):
+                positions = agent.select(obs.actions, obs.state, explore=True).numpy()
+            ids = obs.pools.chosen(positions)[: c.train_budget - len(env.labelled)]
+            n = len(ids)
+            env.label(ids)
+            env.train_on(ids, streams.train)
+            miou = env.reward_miou()
+            reward = 100.0 * (miou - task["prev_miou"])
+            task["prev_miou"] = miou
+            terminal = len(env.labelled) >= c.train_budget
+            nxt = None if terminal else env.observe(env.sample_pools(K, N, streams.pools))
+            with timer.section("dqn"):
+                agent.remember(obs.state, obs.actions[:n], torch.from_numpy(positions[:n]), reward,
+                               None if terminal else nxt.state, None if terminal else nxt.actions[:n])  # fmt: skip
+                loss = agent.optimize()
+                agent.end_step()
+                if terminal:
+                    agent.end_episode()
+            timer.step()
+            steps.update()
+            log = task["log"]
+            log["rewards"].append(reward)
+            log["d_r_miou"].append(miou)
+            log["dqn_loss"].append(loss)
+            task["pending"] = None if terminal else _pack(nxt)
+            if terminal:
+                losses = [x for x in log["dqn_loss"] if x is not None]
+                history.append({**log, "return": sum(log["rewards"]), "final_d_r_miou": miou,
+                                "mean_dqn_loss": float(np.mean(losses)) if losses else None})  # fmt: skip
+                task["episode"] += 1
+                episodes.update()
+                episodes.set_postfix(ret=f"{history[-1]['return']:+.2f}", eps=f"{agent.epsilon():.2f}")
+            task.update(env=env.state_dict(), agent=agent.state_dict(), streams=streams.state_dict())
+            self.state["task"] = task
+            self.save(timer)
+        steps.close()
+        episodes.close()
+        weights = {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
+        self.state["agents"][str(seed)] = weights
+        torch_save({"format": "fastral-ralis-policy/1", "config": self.config.to_dict(), "seed": seed,
+                    "state_dict": weights}, self.out / f"policy_seed{seed}.pt")  # fmt: skip
+
+    def evaluate_policy(self, seed: int, name: str) -> None:
+        c, exp, timer = self.config, self.exp, self.timers[PHASES[EVAL]]
+        env = self.make_env(exp.images("d_v"), timer)
+        streams = Streams((seed, EVAL, name), (seed, EVAL), exp.device)
+        policy = self.make_policy(name, env, streams, seed)
+        task = self.state["task"]
+        if task is None:
+            task = {"kind": EVAL, "seed": seed, "policy": name, "budget_index": 0, "step": 0, "steps": [],
+                    "records": []}  # fmt: skip
+        else:
+            env.load_state_dict(task["env"])
+            streams.load_state_dict(task["streams"])
+        K, N = c.regions_per_step, c.pool_size_of(name)
+        bar = self.bar(total=math.ceil(c.budgets[-1] / K), initial=task["step"], desc=f"seed {seed}: {name}",
+                       unit="step")  # fmt: skip
+        while task["budget_index"] < len(c.budgets):
+            target = c.budgets[task["budget_index"]]
+            pools = env.sample_pools(K, N, streams.pools)
+            ids = pools.chosen(policy.select(pools))[: target - len(env.labelled)]
+            env.label(ids)
+            env.train_on(ids, streams.train)
+            timer.step()
+            task["steps"] += [task["step"]] * len(ids)
+            task["step"] += 1
+            bar.update()
+            if len(env.labelled) == target:
+                bar.set_postfix(budget=target, status="final training")
+                record = self.final_evaluation(env, seed, name, target)
+                task["records"].append(record)
+                task["budget_index"] += 1
+                bar.set_postfix(budget=target, test_miou=f"{100 * record['test_miou']:.2f}")
+            task.update(env=env.state_dict(), streams=streams.state_dict())
+            self.state["task"] = task
+            self.save(timer)
+        bar.close()
+        self.state["evaluations"] += task["records"]
+        self.state["trajectories"][f"{seed}/{name}"] = {"region_ids": env.labelled.region_ids, "steps": task["steps"]}
+
+    def final_evaluation(self, env: ALEnvironment, seed: int, policy: str, budget: int) -> dict:
+        """Train a copy of the network on every labelled region to convergence (early stopping on D_R), test it.
+
+        Uses its own generators (and a forked global torch generator), so the AL trajectory does not depend on
+        which budgets were evaluated along it.
+        """
+        c, exp, timer = self.config, self.exp, self.timers[PHASES[EVAL]]
+        model = copy.deepcopy(env.model)
+        generator = torch.Generator().manual_seed(derive_seed(seed, "final", policy, budget))
+        devices = [exp.device.index or 0] if exp.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(seed, "final", policy, budget, "global"))
+            with timer.section("final_training"):
+                result = fit(model, exp.train, env.labelled.training_items(), exp.reward, exp.train_config(),
+                             epochs=c.final_epochs, patience=c.final_patience, val_indices=exp.reward_indices,
+                             lr_schedule="constant", generator=generator, progress=False,
+                             eval_batch_size=c.eval_batch_size, log=None)  # fmt: skip
+        with timer.section("test_evaluation"):
+            ev = evaluate(model, exp.test, batch_size=c.eval_batch_size)
+        pixels = env.labelled.class_histogram()
+        return {
+            "seed": seed, "policy": policy, "budget": budget, "test_miou": ev.miou, "test_iou": ev.iou.tolist(),
+            "test_accuracy": ev.accuracy, "d_r_miou": result.best_miou, "final_epochs": len(result.history),
+            "best_epoch": result.best_epoch, "labelled_images": len(env.labelled.images()),
+            "labelled_pixels": pixels.tolist(), "class_entropy": class_entropy(pixels),
+        }  # fmt: skip

@@ -1,0 +1,227 @@
+"""Per-data-set RALIS hyper-parameters: the official CamVid / Cityscapes values and a small ``streets`` preset.
+
+Every field of :class:`RalisConfig` is overridable (``python -m fastral.run --<field-name> ...``; the flags are
+generated from the fields below, with their help text). The official values come from the authors' scripts
+(``scripts/launch_{train,test}_ralis.sh``, ``launch_baseline.sh``) and parser defaults; see
+``notes/official-code-facts.md``. ``streets`` is tuned so that ``python -m fastral.run`` with no arguments runs
+the whole pipeline (policy training, four policies at three budgets, final training, plots) in a few minutes on a
+2-core CPU: small images, a narrow network, a short policy training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+POLICIES = ("ralis", "uniform", "entropy", "bald")
+PRETRAIN_SOURCES = ("source", "d_t", "none")
+
+
+def _f(default, help: str, **meta) -> Any:
+    """A dataclass field with CLI metadata: ``help``, and ``nargs``/``type`` for the generated flag."""
+    factory = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
+    return field(**factory, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class RalisConfig:
+    """Everything a RALIS run depends on besides the data root, device and output folder."""
+
+    dataset: str = _f("streets", "data set the preset is for", cli=False)
+    # -- data -----------------------------------------------------------------------------------------------
+    image_size: tuple[int, int] | None = _f(None, "streets only: generated image size (H, W)", nargs=2, type=int)
+    region: tuple[int, int] | None = _f(None, "AL region (h, w) in pixels; default: the data set's", nargs=2, type=int)
+    scale: float = _f(1.0, "resize factor of camvid / cityscapes images (regions scale along)", type=float)
+    streets_seed: int = _f(0, "streets only: seed of the generated data set", type=int)
+    streets_images: tuple[int, int, int] | None = _f(
+        None,
+        "streets only: number of train / val / test images to generate (default 360 / 60 / 100)",
+        nargs=3,
+        type=int,
+    )
+    d_s: int | None = _f(None, "images in the state set D_S (default: the data set's recipe, 10)", type=int)
+    d_t: int | None = _f(None, "images in D_T, the pool the policy is trained on (default: the recipe)", type=int)
+    d_v: int | None = _f(None, "images in D_V, the pool policies are evaluated on (default: the rest)", type=int)
+    reward_images: int | None = _f(None, "use only the first N images of D_R for rewards and early stopping", type=int)
+    split_seed: int = _f(0, "seed of the D_S / D_T / D_R / D_V split (one split for all seeds)", type=int)
+    # -- segmentation network ---------------------------------------------------------------------------------
+    model: str = _f("compact", "model size preset of fastral.models (compact or paper)", choices=("compact", "paper"))
+    width: int | None = _f(None, "backbone base width (default: the model preset's)", type=int)
+    fpn_channels: int | None = _f(None, "FPN channels (default: the model preset's)", type=int)
+    head_channels: int | None = _f(None, "channels of each semantic branch (default: the model preset's)", type=int)
+    dropout: float = _f(0.5, "dropout before the classifier (MC dropout for BALD)", type=float)
+    # -- initial weights theta_0 ------------------------------------------------------------------------------
+    pretrain: str = _f(
+        "d_t",
+        "how theta_0 is made without --init-checkpoint: 'source' = labelled generated images disjoint from every "
+        "split (streets' stand-in for GTA5), 'd_t' = all labels of D_T, 'none' = random weights",
+        choices=PRETRAIN_SOURCES,
+    )
+    pretrain_images: int = _f(60, "'source' pretraining: number of generated images", type=int)
+    pretrain_epochs: int = _f(30, "pretraining epochs (early stopping on D_R)", type=int)
+    pretrain_patience: int = _f(5, "pretraining early-stopping patience (epochs)", type=int)
+    pretrain_lr: float = _f(0.01, "pretraining SGD learning rate", type=float)
+    pretrain_seed: int = _f(0, "seed of the initial weights and of the pretraining", type=int)
+    # -- active learning --------------------------------------------------------------------------------------
+    regions_per_step: int = _f(24, "K: regions labelled per step = number of pools", type=int)
+    train_pool_size: int = _f(20, "N while training the policy: candidates per pool", type=int)
+    pool_size: int = _f(10, "N of the RALIS policy at evaluation", type=int)
+    baseline_pool_size: int = _f(10, "N of the entropy and BALD baselines", type=int)
+    uniform_pool_size: int = _f(50, "N of the uniform baseline", type=int)
+    train_budget: int = _f(480, "regions labelled per policy-training episode (the episode's budget)", type=int)
+    episodes: int = _f(100, "policy-training episodes", type=int)
+    budgets: tuple[int, ...] = _f(
+        (480, 720, 960, 1200, 1440, 1920), "evaluation budgets (regions)", nargs="+", type=int
+    )
+    seeds: tuple[int, ...] = _f(
+        (20, 50, 82, 12, 4560), "seeds: one policy training + evaluation each", nargs="+", type=int
+    )
+    bald_samples: int = _f(20, "MC-dropout samples of the BALD baseline", type=int)
+    entropy_pool: tuple[int, int] = _f((8, 8), "entropy pooling grid per region (ph, pw)", nargs=2, type=int)
+    kl_bins: int = _f(32, "bins of each KL histogram", type=int)
+    # -- segmentation training --------------------------------------------------------------------------------
+    lr: float = _f(1e-3, "SGD learning rate of the segmentation net (AL steps and final training)", type=float)
+    momentum: float = _f(0.95, "SGD momentum of the segmentation net", type=float)
+    weight_decay: float = _f(1e-4, "SGD weight decay of the segmentation net", type=float)
+    batch_size: int = _f(32, "segmentation training batch size", type=int)
+    crop: tuple[int, int] | None = _f(
+        (224, 224), "random training crop (h, w) that contains the region", nargs=2, type=int
+    )
+    grad_clip: float = _f(4.0, "gradient-norm clipping (0 = off)", type=float)
+    step_epochs: int = _f(1, "epochs over the newly labelled regions after each AL step", type=int)
+    final_epochs: int = _f(1000, "final training on all labelled regions: maximum epochs", type=int)
+    final_patience: int = _f(150, "final training: early-stopping patience on D_R (epochs)", type=int)
+    eval_batch_size: int = _f(4, "batch size of evaluation and MC-dropout passes", type=int)
+    # -- DQN ----------------------------------------------------------------------------------------------------
+    dqn_lr: float = _f(1e-3, "query network SGD learning rate", type=float)
+    dqn_momentum: float = _f(0.95, "query network SGD momentum", type=float)
+    dqn_weight_decay: float = _f(1e-3, "query network weight decay", type=float)
+    dqn_lr_decay: float = _f(0.97, "query network LR decay per episode", type=float)
+    dqn_gamma: float = _f(0.999, "discount factor", type=float)
+    dqn_batch_size: int = _f(16, "transitions per DQN update", type=int)
+    replay_size: int = _f(600, "replay memory capacity (transitions; K per step)", type=int)
+    target_update: int = _f(5, "copy the policy net into the target net every this many steps", type=int)
+    eps_start: float = _f(0.9, "epsilon-greedy: start value", type=float)
+    eps_end: float = _f(0.05, "epsilon-greedy: final value", type=float)
+    eps_decay: float = _f(10.0, "epsilon-greedy: decay constant in AL steps (over all episodes)", type=float)
+
+    def replace(self, **changes) -> RalisConfig:
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown RALIS config fields {unknown}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def pool_size_of(self, policy: str) -> int:
+        """N (candidates per pool) that ``policy`` uses at evaluation."""
+        return {"ralis": self.pool_size, "uniform": self.uniform_pool_size}.get(policy, self.baseline_pool_size)
+
+    def check(self) -> None:
+        """Raise ValueError naming the field, the expected range and the value received."""
+
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(
+                    f"argument --{name.replace('_', '-')}: expected {expected}, got {getattr(self, name)!r}"
+                )
+
+        positive = ("regions_per_step", "train_pool_size", "pool_size", "baseline_pool_size", "uniform_pool_size",
+                    "train_budget", "bald_samples", "kl_bins", "batch_size", "step_epochs", "final_epochs",
+                    "eval_batch_size", "dqn_batch_size", "replay_size", "target_update", "pretrain_images")  # fmt: skip
+        for name in positive:
+            need(getattr(self, name) >= 1, name, "an integer >= 1")
+        for name in ("episodes", "final_patience", "pretrain_epochs", "pretrain_patience"):
+            need(getattr(self, name) >= 0, name, "an integer >= 0")
+        need(len(self.budgets) >= 1 and all(b >= 1 for b in self.budgets), "budgets", "one or more budgets >= 1")
+        need(list(self.budgets) == sorted(set(self.budgets)), "budgets", "strictly increasing budgets")
+        need(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "one or more distinct seeds")
+        need(self.scale > 0, "scale", "a factor > 0")
+        for name in ("lr", "dqn_lr", "pretrain_lr"):
+            need(getattr(self, name) > 0, name, "a learning rate > 0")
+        need(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)")
+        need(0 < self.dqn_gamma <= 1, "dqn_gamma", "a discount in (0, 1]")
+        need(0 <= self.eps_end <= self.eps_start <= 1, "eps_start", "0 <= eps_end <= eps_start <= 1")
+        need(self.eps_decay > 0, "eps_decay", "a decay constant > 0")
+        need(self.replay_size >= self.dqn_batch_size, "replay_size", f">= --dqn-batch-size ({self.dqn_batch_size})")
+        need(self.pretrain in PRETRAIN_SOURCES, "pretrain", f"one of {PRETRAIN_SOURCES}")
+        need(self.pretrain != "source" or self.dataset == "streets", "pretrain",
+             "'d_t' or 'none' ('source' images are generated, streets only)")  # fmt: skip
+        for name in ("image_size", "streets_images"):
+            need(getattr(self, name) is None or self.dataset == "streets", name, "nothing (streets only)")
+        for name in ("region", "crop", "entropy_pool", "image_size"):
+            value = getattr(self, name)
+            need(value is None or min(value) >= 1, name, "sizes >= 1")
+        for name in ("d_s", "d_t", "d_v", "reward_images"):
+            need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1")
+
+
+CAMVID = RalisConfig(dataset="camvid")  # the field defaults are the official CamVid values
+
+CITYSCAPES = RalisConfig(
+    dataset="cityscapes",
+    regions_per_step=256,
+    train_pool_size=20,
+    pool_size=100,
+    baseline_pool_size=200,
+    uniform_pool_size=500,
+    train_budget=3840,
+    episodes=50,
+    budgets=(1920, 3840, 7680, 11520, 19200, 30720),
+    seeds=(20, 50, 234, 77, 12),
+    lr=1e-4,
+    batch_size=16,
+    crop=(256, 512),
+    final_patience=60,
+    eval_batch_size=1,
+    dqn_lr=1e-4,
+    replay_size=3200,
+)
+
+# Tuned for the no-argument run (about 6 minutes on 2 busy CPU cores): 64x80 scenes, 16x16 regions (20 per image,
+# 5000 in D_V), a narrow FPN; theta_0 is pretrained on 10 generated scenes outside every split (the stand-in for
+# GTA5 pretraining), so that the budgets (64 and 128 regions, i.e. 32% and 64% more labelled pixels than theta_0
+# saw) matter. K = 16 regions per step; the policy trains for 10 short episodes of 4 steps per seed.
+STREETS = RalisConfig(
+    dataset="streets",
+    image_size=(64, 80),
+    region=(16, 16),
+    pretrain="source",
+    pretrain_images=10,
+    pretrain_epochs=30,
+    pretrain_patience=5,
+    model="compact",
+    width=16,
+    fpn_channels=32,
+    head_channels=16,
+    regions_per_step=16,
+    train_pool_size=10,
+    pool_size=10,
+    baseline_pool_size=10,
+    uniform_pool_size=50,
+    train_budget=64,
+    episodes=10,
+    budgets=(64, 128),
+    seeds=(0, 1),
+    lr=0.003,
+    batch_size=8,
+    crop=(48, 48),
+    final_epochs=20,
+    final_patience=3,
+    eval_batch_size=16,
+    dqn_lr=1e-3,
+    replay_size=600,
+)
+
+PRESETS: dict[str, RalisConfig] = {c.dataset: c for c in (STREETS, CAMVID, CITYSCAPES)}
+
+
+def get_config(dataset: str, **overrides) -> RalisConfig:
+    """The preset of ``dataset`` with ``overrides`` applied (None values are ignored) and checked."""
+    if dataset not in PRESETS:
+        raise ValueError(f"argument --dataset: expected one of {sorted(PRESETS)}, got {dataset!r}")
+    config = PRESETS[dataset].replace(**{k: v for k, v in overrides.items() if v is not None})
+    config.check()
+    return config

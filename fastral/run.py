@@ -1,0 +1,162 @@
+"""RALIS end to end: train the query network, evaluate it against the baselines, write results and plots.
+
+    python -m fastral.run                                   # built-in streets scenes, whole pipeline, a few minutes
+    python -m fastral.run --dataset camvid --data-root ../shared/data/camvid --test-split val --scale 0.5
+    python -m fastral.run --policy entropy bald --budgets 480 960 --seeds 1 2 3
+    python -m fastral.run --out runs/x --resume            # continue an interrupted run (even after kill -9)
+    python -m fastral.run --help                            # every flag; each preset value is overridable
+
+Writes into ``--out``: results.json, results.csv, selected_regions.json, miou_vs_budget.png,
+class_frequencies.png, selected_regions.png, policy_seed<s>.pt, theta0.pt, splits.json, features.h5 (the feature
+cache) and run_state.pt (rewritten after every AL step; what ``--resume`` reads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from . import available_backends
+from .al.experiment import prepare
+from .al.loop import Runner
+from .al.presets import POLICIES, PRESETS, RalisConfig, get_config
+from .al.report import summary_table, write_report
+from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
+from .data import DataLayoutError
+
+RUNTIME_KEYS = ("device", "threads")  # may change on --resume (results may then differ in the last digits)
+
+
+def _preset_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RalisConfig field; default None = the data set's preset (listed in the help)."""
+    group = parser.add_argument_group(
+        "preset values (default: the --dataset preset; shown as streets / camvid / cityscapes)"
+    )
+    for f in dataclasses.fields(RalisConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        presets = " / ".join(str(getattr(PRESETS[d], f.name)) for d in ("streets", "camvid", "cityscapes"))
+        kw = {"help": f"{meta['help']} [{presets}]", "default": None}
+        for key in ("nargs", "type", "choices"):
+            if key in meta:
+                kw[key] = meta[key]
+        if "nargs" in meta:
+            kw["metavar"] = f.name.split("_")[-1].upper()
+        group.add_argument("--" + f.name.replace("_", "-"), **kw)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fastral.run",
+        description="RALIS (Casanova et al., ICLR 2020): train a batch-mode DQN that picks image regions to label, "
+        "then evaluate it against uniform, entropy and BALD selection at several budgets, over several seeds.",
+        epilog="With no arguments: the whole pipeline on the built-in streets data set in a few minutes on a CPU.",
+    )
+    p.add_argument("--dataset", default="streets", choices=sorted(PRESETS), help="data set (streets is built in)")
+    p.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes (not for streets)")
+    p.add_argument("--policy", nargs="+", default=["all"], choices=[*POLICIES, "all"], metavar="POLICY",
+                   help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all (default)")  # fmt: skip
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the segmentation network")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest for small networks on a shared machine)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="output folder (default: runs/ralis-<dataset>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished step")
+    p.add_argument("--init-checkpoint", type=Path,
+                   help="theta_0: segmentation weights to start from (e.g. from python -m fastral.train); "
+                   "default: pretrain as --pretrain says")  # fmt: skip
+    p.add_argument("--splits", type=Path, help="split file from python -m fastral.data.splits (default: build one)")
+    p.add_argument("--test-split", help="split of the final test (default: the data set's, e.g. camvid test)")
+    p.add_argument("--cache", type=Path, help="HDF5 feature cache, shareable between runs (default: <out>/features.h5)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    _preset_flags(p)
+    return p
+
+
+def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
+    """The effective configuration and policy list, or a parser error naming the bad argument."""
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RalisConfig) if f.name != "dataset"}
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    try:
+        config = get_config(args.dataset, **overrides)
+    except ValueError as exc:
+        p.error(str(exc))
+    policies = list(POLICIES) if "all" in args.policy else list(dict.fromkeys(args.policy))
+    if "ralis" in policies and config.episodes < 1:
+        p.error(f"argument --episodes: the ralis policy needs >= 1 training episode, got {config.episodes}")
+    if args.threads < 1:
+        p.error(f"argument --threads: expected an integer >= 1, got {args.threads}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("argument --device: cuda requested but torch finds no CUDA device")
+    if args.dataset == "streets" and args.data_root is not None:
+        p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
+    for name in ("init_checkpoint", "splits"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            p.error(f"argument --{name.replace('_', '-')}: file '{path}' does not exist")
+    return config, policies
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    p = parser()
+    args = p.parse_args(argv)
+    config, policies = resolve(args, p)
+    if args.print_config:
+        print(json.dumps({"policies": policies, **config.to_dict()}, indent=1))
+        return None
+    torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / f"ralis-{config.dataset}"
+    run_key = {"config": config.to_dict(), "policies": policies, "init_checkpoint": str(args.init_checkpoint),
+               "splits": str(args.splits), "test_split": args.test_split}  # fmt: skip
+    runtime = {"device": args.device, "threads": args.threads}
+    state = None
+    if args.resume:
+        try:
+            state = load_state(out)
+        except RunStateError as exc:
+            p.error(str(exc))
+        diffs = config_differences(state["run_key"], run_key)
+        if diffs:
+            p.error(f"--resume: the run in '{out}' was started with other settings: {'; '.join(diffs)}")
+        if state.get("runtime") != runtime:
+            warnings.warn(f"--resume with {runtime}, the run started with {state.get('runtime')}: floating-point "
+                          "results may differ slightly from an uninterrupted run", stacklevel=1)  # fmt: skip
+    elif (out / STATE_FILE).exists():
+        p.error(f"argument --out: '{out}' already holds a run; pass --resume to continue it or choose another --out")
+    started = time.perf_counter()
+    print(f"fastral.run: {config.dataset}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
+          f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}")  # fmt: skip
+    try:
+        exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,
+                      splits_file=args.splits, cache_file=args.cache, test_split=args.test_split,
+                      progress=not args.no_progress)  # fmt: skip
+    except (DataLayoutError, ValueError) as exc:
+        p.error(str(exc))
+    prepare_seconds = time.perf_counter() - started
+    runner = Runner(exp, policies, out, state, progress=not args.no_progress)
+    runner.state.update(run_key=run_key, runtime=runtime)
+    runner.run()
+    run_info = {"wall_seconds": time.perf_counter() - started, "prepare_seconds": prepare_seconds,
+                "resumed": args.resume, "torch": torch.__version__, "python": platform.python_version(),
+                "ops_backends": {op: [b for b, why in available_backends(exp.device, op).items() if not why]
+                                 for op in ("region_stats", "kl_histogram", "bald")}, **runtime}  # fmt: skip
+    timing = {phase: t.summary() for phase, t in runner.timers.items()}
+    results = write_report(out, exp, runner.state, policies, run_info, timing, plots=not args.no_plots)
+    print("\n" + summary_table(results))
+    print(f"\nwrote {out}/results.json, results.csv, selected_regions.json"
+          f"{'' if args.no_plots else ' and the PNG plots'} in {run_info['wall_seconds']:.0f} s")  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

