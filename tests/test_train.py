@@ -40,7 +40,7 @@ def ds():
     return Streets("train", seed=0, num_images=4, size=(64, 80), region=(16, 16), progress=False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_crop_contains_the_box(data):
     size = data.draw(st.tuples(st.integers(1, 60), st.integers(1, 60)))
