@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"train: {train!r} ({len(train_images)} images)\nval:   {val!r} ({len(val_images)} images)")
     print(f"model: {model.config} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    items = [TrainItem(i, train.label(i)) for i in train_images]
+    items = [TrainItem(i) for i in train_images]  # full labels, read per batch
     start = time.perf_counter()
     result = fit(
         model, train, items, val, config, epochs=args.epochs, patience=args.patience, val_indices=val_images,

@@ -93,7 +93,8 @@ def make_batch(
     """Images ``[B, 3, h, w]`` and int64 labels ``[B, h, w]`` of ``items``, randomly cropped and flipped."""
     images, labels = [], []
     for item in items:
-        image, label = dataset.image(item.image), item.label.long()
+        image = dataset.image(item.image)
+        label = dataset.label(item.image) if item.label is None else item.label.long()
         if tuple(label.shape) != tuple(image.shape[-2:]):
             raise ValueError(
                 f"train item for image {item.image}: label shape {tuple(label.shape)} does not match the image "

@@ -34,11 +34,13 @@ class Region(NamedTuple):
 
 
 class TrainItem(NamedTuple):
-    """One training example: data-set image index, its label (unlabelled pixels = 255) and optionally the box
-    ``(y, x, h, w)`` of the labelled region a random crop must contain (None: any labelled pixel)."""
+    """One training example: a data-set image index, its label with unlabelled pixels = 255 (None: the data
+    set's full label, read when the batch is made, for supervised training without holding every label in
+    memory), and optionally the box ``(y, x, h, w)`` of the labelled region a random crop must contain (None:
+    any labelled pixel)."""
 
     image: int
-    label: torch.Tensor
+    label: torch.Tensor | None = None
     box: tuple[int, int, int, int] | None = None
 
 
