@@ -23,7 +23,7 @@ def _cuda_module():
             pytest.skip("nvcc is not on PATH: fastral._C_cuda is built only where a CUDA toolkit is found")
         if os.environ.get("FASTRAL_SKIP_EXT") == "1" or os.environ.get("FASTRAL_CUDA") == "0":
             pytest.skip("the CUDA module was switched off (FASTRAL_SKIP_EXT=1 or FASTRAL_CUDA=0)")
-        pytest.fail("nvcc is on PATH but fastral._C_cuda was not built: reinstall with FASTRAL_STRICT_BUILD=1 to see why")
+        pytest.fail("nvcc is on PATH but fastral._C_cuda was not built: reinstall with FASTRAL_STRICT_BUILD=1 for why")
     return importlib.import_module("fastral._C_cuda")
 
 
@@ -65,7 +65,10 @@ def test_kernel_call_without_a_gpu_raises_a_clear_error():
         (lambda m: m.bald_update(0, 0, 1, 3, 8, 8, True, True, 256, 256, 256, 0, 0), "'x' is null"),
         (lambda m: m.bald_update(258, 0, 1, 3, 8, 8, True, True, 256, 256, 256, 0, 0), "'x' is not aligned"),
         (lambda m: m.bald_finalize(256, 256, 0, 1, 3, 4, 4, 256, 256, 0, 0), "T must be >= 1"),
-        (lambda m: m.kl_histogram(256, 2, 256, 3, 4, 8, True, 0, 0, True, 1e-7, 256, 256, 1 << 20, 0, 0), "exclude_self"),
+        (
+            lambda m: m.kl_histogram(256, 2, 256, 3, 4, 8, True, 0, 0, True, 1e-7, 256, 256, 1 << 20, 0, 0),
+            "exclude_self",
+        ),
         (lambda m: m.kl_histogram(256, 2, 256, 3, 4, 8, False, 1, 1, False, 1e-7, 256, 256, 1 << 20, 0, 0), "lo < hi"),
         (lambda m: m.kl_histogram_workspace_bytes(2, 3, 4, 0), "bins must be >= 1"),
     ],

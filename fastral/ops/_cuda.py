@@ -60,7 +60,7 @@ def bald_stacked_cuda(x, from_logits, bald, entropy) -> int:
     return mod.bald_stacked(
         ptr(x), code, T, B, C, H, W, from_logits, ptr(bald), ptr(entropy), ptr(workspace), nbytes, ptr(flags),
         *_stream(x.device),
-    )
+    )  # fmt: skip
 
 
 def bald_update_cuda(x, from_logits, first, sum_p, sum_h) -> int:
@@ -69,7 +69,7 @@ def bald_update_cuda(x, from_logits, first, sum_p, sum_h) -> int:
     return backends.cuda_module().bald_update(
         ptr(x), DTYPE_CODES[x.dtype], B, C, H, W, from_logits, first, ptr(sum_p), ptr(sum_h), ptr(flags),
         *_stream(x.device),
-    )
+    )  # fmt: skip
 
 
 def bald_finalize_cuda(sum_p, sum_h, T, bald, entropy) -> None:
