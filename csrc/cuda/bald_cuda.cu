@@ -8,15 +8,16 @@
 //   used) and then reads the slots twice: pass 1 feeds PixelEntropy (one exp per score; entropy, status and the
 //   normaliser), pass 2 turns each score into its probability (one more exp) and adds it to sum_t p_t. Each score
 //   is read from global memory once. No thread touches another's slots, so there are no barriers.
-//     bald_stacked keeps sum_t p_t in shared memory as well (C x V floats per thread) and writes only the two maps;
+//     bald_stacked double-buffers the slots (sample t + 1's copies are in flight while sample t is computed) and
+//     keeps sum_t p_t in shared memory as well (C x V floats per thread); it writes only the two maps;
 //     bald_update keeps it in global memory (the streaming accumulator's state, read-modified-written per sample);
 //     bald_finalize turns (sum_p, sum_h) into the maps.
 //   Every output element is written by one thread after a fixed-order loop: deterministic.
 //   Shared memory is laid out [class][thread] in 16-byte units, so a warp's accesses are conflict-free.
 // Limits
-//   Shared memory per thread: bald_stacked C * (16 + 4 V) bytes, bald_update 16 C bytes; the block size (256 ... 32
+//   Shared memory per thread: bald_stacked C * (32 + 4 V) bytes, bald_update 16 C bytes; the block size (256 ... 32
 //   threads) is chosen to keep the most threads resident. Where bald_stacked cannot fit even 32 threads (C above
-//   ~220 for float32, ~150 for 16-bit scores on an H100) it runs as bald_update per sample + bald_finalize through
+//   ~145 for float32, ~110 for 16-bit scores on an H100) it runs as bald_update per sample + bald_finalize through
 //   a workspace of B (C + 1) H W floats (bald_stacked_workspace_bytes says how much); bald_update needs C <= ~450.
 //   The 16-byte path needs H*W a multiple of V and 16-byte aligned arrays; otherwise element loads are used.
 // Tuning
@@ -47,14 +48,14 @@ __device__ __forceinline__ bool thread_pixels(std::int64_t HW, std::int64_t bloc
 }
 
 // Copy the thread's scores of one sample (C classes, plane stride HW) into its slots (slot c at slots[c * stride]).
-// vec: 16-byte asynchronous copies (see load_raw).
+// vec: 16-byte asynchronous copies (see load_raw) in one batch, which __pipeline_wait_prior then waits for; no
+// barrier is needed, as each thread reads only its own slots. Otherwise element loads, complete on return.
 template <class T>
 __device__ __forceinline__ void stage_sample(const T* src, std::int64_t HW, int C, int n, bool vec, uint4* slots,
                                              int stride) {
   if (vec) {
     for (int c = 0; c < C; ++c) __pipeline_memcpy_async(&slots[c * stride], src + c * HW, sizeof(uint4));
     __pipeline_commit();
-    __pipeline_wait_prior(0);  // each thread reads only its own slots: no barrier needed
   } else {
     bool need[kVecWidth<T>];
 #pragma unroll
@@ -100,13 +101,24 @@ __global__ void __launch_bounds__(kMaxThreads)
   PixelSpan px;
   if (!thread_pixels<V>(HW, blocks_per_image, px)) return;
   const int stride = blockDim.x;
-  uint4* slots = dynamic_smem<uint4>() + threadIdx.x;                                   // [C][threads]
-  float4* sum_p = reinterpret_cast<float4*>(dynamic_smem<uint4>() + C * stride) + threadIdx.x;  // [C][Q][threads]
+  uint4* buffers = dynamic_smem<uint4>() + threadIdx.x;                                  // [2][C][threads]
+  float4* sum_p = reinterpret_cast<float4*>(dynamic_smem<uint4>() + 2 * C * stride) + threadIdx.x;  // [C][Q][threads]
+  const auto stage = [&](int t) {  // sample t into buffer t % 2
+    stage_sample<T>(x + (static_cast<std::int64_t>(t) * B + px.b) * C * HW + px.p0, HW, C, px.n, vec,
+                    buffers + (t & 1) * C * stride, stride);
+  };
 
   float h_sum[V] = {};
   int status = 0;
+  stage(0);
   for (int t = 0; t < samples; ++t) {
-    stage_sample<T>(x + (static_cast<std::int64_t>(t) * B + px.b) * C * HW + px.p0, HW, C, px.n, vec, slots, stride);
+    if (t + 1 < samples) {
+      stage(t + 1);  // its buffer was last read for sample t - 1, whose reads this thread has completed
+      __pipeline_wait_prior(1);
+    } else {
+      __pipeline_wait_prior(0);
+    }
+    const uint4* slots = buffers + (t & 1) * C * stride;
     float h[V], norm[V];
     sample_stats<T, kLogits>(slots, stride, C, px.n, h, norm, status);
 #pragma unroll
@@ -160,6 +172,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   uint4* slots = dynamic_smem<uint4>() + threadIdx.x;  // [C][threads]
 
   stage_sample<T>(x + static_cast<std::int64_t>(px.b) * C * HW + px.p0, HW, C, px.n, vec, slots, stride);
+  __pipeline_wait_prior(0);
   float h[V], norm[V];
   int status = 0;
   sample_stats<T, kLogits>(slots, stride, C, px.n, h, norm, status);
@@ -222,8 +235,8 @@ bool aligned16(std::initializer_list<Ptr> ptrs) {
   return std::all_of(ptrs.begin(), ptrs.end(), [](Ptr p) { return p % 16 == 0; });
 }
 
-std::size_t stacked_smem_per_thread(int dtype, std::int64_t C) {
-  return static_cast<std::size_t>(C) * (16 + 4 * (16 / dtype_size(dtype)));
+std::size_t stacked_smem_per_thread(int dtype, std::int64_t C) {  // two sample buffers and sum_p
+  return static_cast<std::size_t>(C) * (2 * 16 + 4 * (16 / dtype_size(dtype)));
 }
 
 // bald_stacked_kernel's block size for these scores, or 0 where even 32 threads do not fit.

@@ -247,6 +247,7 @@ void launch_tiles(TileArgs a, const Context& ctx) {
   };
   const BlockSize block = pick_block_size(kernel, smem, ctx);
   const int threads = block.threads;
+  if (threads == 0) throw std::logic_error("fastral._C_cuda.kl_histogram: no block size fits shared memory");
   const std::int64_t row_blocks = a.m_pad / threads;
   const std::int64_t n_tiles = a.n_pad / kTileCols;
   const std::int64_t want = ceil_div(static_cast<std::int64_t>(kWaves) * block.resident_blocks * ctx.sms, row_blocks);
