@@ -12,7 +12,8 @@ Sections, in this order, each in a subprocess with its own time limit inside a g
   smoke      every CUDA kernel once on small odd shapes (16-byte and element-load paths, bands of pooling
              windows, the bald fallback for many classes, global histograms for many bins) against the float64
              references computed on the CPU, with poisoned outputs
-  parity     FASTRAL_TEST_DEVICE=cuda FASTRAL_REQUIRE_BACKENDS=cuda python -m pytest tests (the lead's suite)
+  parity     FASTRAL_TEST_DEVICE=cuda FASTRAL_REQUIRE_BACKENDS=cuda python -m pytest on the parity, backend,
+             interop and build test files present (PARITY_FILES; all of tests/ if none), for triton and cuda
   memcheck   compute-sanitizer --tool memcheck over the smoke driver (torch's caching allocator off)
   bench      device-to-device copy bandwidth, then each workload with every provider: cuda, triton (when its
              kernels import), the eager PyTorch reference and torch.compile(reference); CUDA-event timing, median
@@ -43,7 +44,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = ("build", "smoke", "parity", "memcheck", "bench", "racecheck")
 # Each section's own time limit (seconds); the global budget caps them further.
-LIMITS = {"build": 300, "smoke": 120, "parity": 240, "memcheck": 240, "bench": 300, "racecheck": 180}
+LIMITS = {"build": 240, "smoke": 90, "parity": 200, "memcheck": 150, "bench": 300, "racecheck": 120}
+# The test files the parity section runs (the rest of tests/ does not touch the GPU kernels).
+PARITY_FILES = (
+    "test_region_stats.py", "test_kl_histogram.py", "test_bald.py", "test_backends.py", "test_interop.py",
+    "test_cuda_build.py",
+)  # fmt: skip
 # Tolerances of the smoke checks (the parity suite's table, tests/_helpers.py).
 ENTROPY_TOL, BALD_TOL = 2e-5, 3e-5
 # Benchmark workloads: region_stats frames, bald samples (of 2 frames), frame size, kl_histogram (M, N) for the
@@ -136,7 +142,9 @@ def section_worker(name: str, out: Path, limit: float, quick: bool) -> dict:
 def section_parity(out: Path, limit: float) -> dict:
     if not (ROOT / "tests").is_dir():
         return {"skipped": "no tests/ directory in this checkout"}
-    cmd = [sys.executable, "-m", "pytest", "tests", "-q", "--maxfail=25", "-p", "no:cacheprovider", "-rs"]
+    files = [f"tests/{name}" for name in PARITY_FILES if (ROOT / "tests" / name).exists()] or ["tests"]
+    cmd = [sys.executable, "-m", "pytest", *files, "-q", "--maxfail=25", "-p", "no:cacheprovider", "-rs"]
+    cmd += ["--durations=8"]
     env = child_env(FASTRAL_TEST_DEVICE="cuda", FASTRAL_REQUIRE_BACKENDS="cuda")
     result = run_logged(cmd, out / "parity.log", limit, env)
     summary = [line for line in (out / "parity.log").read_text(errors="replace").splitlines() if " in " in line]
@@ -509,6 +517,7 @@ class Bench:
     def __init__(self, args):
         import torch
 
+        self.out = args.out / "bench.json"  # rewritten after every row: a timeout keeps what was measured
         self.dev, self.cuda = device_and_backend(args)
         on_gpu = self.dev.type == "cuda"
         self.size = SIZES["tiny" if not on_gpu else "quick" if args.quick else "full"]
@@ -537,10 +546,17 @@ class Bench:
         except Exception as exc:  # an unavailable backend, an OOM, a compile failure: recorded, not fatal
             row["ms"] = None
             row["note"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:150]}"
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
+        self.add(row)
         empty_cache(self.dev)
         return row
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        self.out.write_text(json.dumps(self.result(), indent=1))
+
+    def result(self) -> dict:
+        return {"copy_gb_per_s": self.copy_gb_per_s, "rows": self.rows}
 
 
 def bench_region_stats(b: Bench) -> None:
@@ -630,7 +646,7 @@ def bench_kl_full(b: Bench) -> None:
         run = lambda pq, backend=b.backends[provider]: fastral.kl_histogram(*pq, 32, backend=backend)  # noqa: E731
         b.row(name, provider, run, sets, work=("pairs", M * N), check=check)
     note = f"skipped: needs the {M}x{N} KL matrix ({M * N * 4 / 1e9:.0f} GB) and its int64 bin indices"
-    b.rows.append({"workload": name, "provider": "reference", "ms": None, "note": note})
+    b.add({"workload": name, "provider": "reference", "ms": None, "note": note})
 
 
 def bench_kl_reference_size(b: Bench) -> None:
@@ -660,7 +676,7 @@ def worker_bench(args) -> dict:
     for workload in (bench_region_stats, bench_bald, bench_kl_full, bench_kl_reference_size):
         workload(b)
         empty_cache(b.dev)
-    return {"copy_gb_per_s": b.copy_gb_per_s, "rows": b.rows}
+    return b.result()
 
 
 def empty_cache(dev) -> None:
