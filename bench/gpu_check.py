@@ -20,7 +20,7 @@ Sections, in this order, each in a subprocess with its own time limit inside a g
              of repeated calls after warm-up, inputs rotated where they would fit in L2
   racecheck  compute-sanitizer --tool racecheck over the smoke driver (shared-memory hazards), if time is left
 
-Writes gpu_check.json (every number) and one .log per section under --out (default $OUT), and prints
+Writes gpu_check.json (every number) and one .log per section under --out (default $OUT; 7 files), and prints
 a short table last. `--sections` picks sections, `--quick` shrinks the benchmark workloads, and `--dry-run`
 (no GPU needed) prints the plan and a table of made-up numbers to check the formatting. tests/test_gpu_check.py
 runs the two workers on the CPU (every provider on the torch backend, tiny workloads) so this script cannot rot.
@@ -130,9 +130,11 @@ def section_build(out: Path, limit: float) -> dict:
     return result
 
 
-def section_worker(name: str, out: Path, limit: float, quick: bool) -> dict:
-    result = run_logged(worker_cmd(name, out, *(["--quick"] if quick else [])), out / f"{name}.log", limit, child_env())
-    fragment = out / f"{name}.json"
+def section_worker(name: str, out: Path, work: Path, limit: float, quick: bool) -> dict:
+    result = run_logged(
+        worker_cmd(name, work, *(["--quick"] if quick else [])), out / f"{name}.log", limit, child_env()
+    )
+    fragment = work / f"{name}.json"
     if fragment.exists():
         result.update(json.loads(fragment.read_text()))
     result["ok"] = result["rc"] == 0 and result.get("ok", True)
@@ -153,7 +155,7 @@ def section_parity(out: Path, limit: float) -> dict:
     return result
 
 
-def section_sanitizer(tool: str, out: Path, limit: float) -> dict:
+def section_sanitizer(tool: str, out: Path, work: Path, limit: float) -> dict:
     sanitizer = find_cuda_tool("compute-sanitizer")
     if sanitizer is None:
         return {"skipped": "compute-sanitizer not found on PATH or under CUDA_HOME"}
@@ -165,7 +167,7 @@ def section_sanitizer(tool: str, out: Path, limit: float) -> dict:
         "99",
         "--print-limit",
         "30",
-        *worker_cmd("smoke", out, "--sanitized"),
+        *worker_cmd("smoke", work, "--sanitized"),
     ]
     # Without torch's caching allocator every tensor is its own allocation, so an access past its end is caught.
     result = run_logged(cmd, out / f"{tool}.log", limit, child_env(PYTORCH_NO_CUDA_MEMORY_CACHING="1"))
@@ -178,6 +180,7 @@ def section_sanitizer(tool: str, out: Path, limit: float) -> dict:
 
 def orchestrate(args) -> int:
     out = args.out
+    work = Path(tempfile.mkdtemp(prefix="fastral_gpu_check_"))  # workers' JSON: $OUT returns at most 8 files
     deadline = time.monotonic() + args.budget
     report: dict = {"env": environment(), "sections": {}}
     print(json.dumps(report["env"], indent=1))
@@ -197,9 +200,9 @@ def orchestrate(args) -> int:
         elif name == "parity":
             result = section_parity(out, limit)
         elif name in ("memcheck", "racecheck"):
-            result = section_sanitizer(name, out, limit)
+            result = section_sanitizer(name, out, work, limit)
         else:
-            result = section_worker(name, out, limit, args.quick)
+            result = section_worker(name, out, work, limit, args.quick)
         report["sections"][name] = result
         print_section(name, result)
         (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
