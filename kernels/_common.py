@@ -35,11 +35,6 @@ def _xlogx(x):
 
 
 @triton.jit
-def _bit_or(a, b):
-    return a | b
-
-
-@triton.jit
 def _pixel_scores(ptrs, mask, valid, FROM_LOGITS: tl.constexpr):
     """Load scores ``[BLOCK_C, *P]`` (class axis 0) and compute each pixel's entropy and status flags.
 
@@ -73,9 +68,8 @@ def _pixel_scores(ptrs, mask, valid, FROM_LOGITS: tl.constexpr):
 
 @triton.jit
 def _report_flags(flags_ptr, flags):
-    """OR a tile of per-pixel flags into the call's flag word (one atomic per program, none when clean)."""
-    f = tl.reduce(flags, None, _bit_or)
-    tl.atomic_or(flags_ptr, f, mask=f != 0)
+    """OR per-pixel flags into the call's flag word: an atomic only for a pixel with a flag, none when clean."""
+    tl.atomic_or(flags_ptr + flags * 0, flags, mask=flags != 0)
 
 
 def device_guard(t: torch.Tensor):

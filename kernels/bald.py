@@ -26,7 +26,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import NUM_WARPS, PIXELS_PER_THREAD, _pixel_scores, _report_flags, _xlogx, check_plane_size, device_guard, new_flags
+from ._common import (
+    NUM_WARPS,
+    PIXELS_PER_THREAD,
+    _pixel_scores,
+    _report_flags,
+    _xlogx,
+    check_plane_size,
+    device_guard,
+    new_flags,
+)
 
 BLOCK_P = PIXELS_PER_THREAD * 32 * NUM_WARPS
 

@@ -3,8 +3,8 @@
 Design. One program per region (grid ``(R,)``), so every output element has exactly one writer and all
 reductions are deterministic; R = 1024 for a ``[8, C, 1024, 2048]`` batch of 128 x 128 regions, about 8 programs
 per H100 SM. A program walks its region one row of pooling windows at a time (``KH = rh // ph`` rows), in chunks
-of ``BLOCK_KH`` rows. A chunk is a ``[BLOCK_C, BLOCK_KH, BLOCK_NJ, BLOCK_KW]`` tile of scores: window column j,
-column k inside the window, so pixel column ``j * KW + k``. The window columns run past ``pw`` to
+of ``BLOCK_KH`` rows. A chunk is a ``[BLOCK_C, BLOCK_NJ, BLOCK_KH, BLOCK_KW]`` tile of scores: window column j,
+row i, column k inside the window, so pixel column ``j * KW + k``. The window columns run past ``pw`` to
 ``ceil(rw / KW)`` and the window rows past ``ph`` to ``ceil(rh / KH)``, so the same loop covers the trailing
 rows/columns that pooling drops but the counts and the region mean keep; the pooled statistics only take
 ``j < pw`` and are stored only for window rows ``< ph``. Loads run along W (k, then j), 16 bytes per thread
@@ -13,13 +13,15 @@ where the region width allows, every score is read once, ignored pixels and pixe
 Per pixel: entropy from logits with one exp per class and one log (``_pixel_scores``), argmax ties to the
 lowest class (``tl.argmax``). Counts come from ``tl.histogram`` over labels with ignored pixels sent to an
 extra bin C. Window min/sum/max/count accumulate elementwise over a window row's chunks and are reduced once per
-window row; the region sum is reduced once at the end; the region's pixel count is the sum of its class counts.
+window row (a reshape to ``[BLOCK_NJ, BLOCK_KH * BLOCK_KW]`` makes that one reduction each); the region sum is
+reduced once at the end; the region's pixel count is the sum of its class counts.
 
 Tuning. A chunk holds about ``TILE_PIXELS`` pixels (4 per thread at 4 warps: classes stay in-thread, about
-4 * C live registers for the scores). 128 x 128 regions with 8 x 8 pooling give ``[4, 8, 16]`` chunks, four
+4 * C live registers for the scores). 128 x 128 regions with 8 x 8 pooling give ``[8, 4, 16]`` chunks, four
 per window row, no padding. Window shapes that are not powers of two pad each axis to one (CamVid's 90 x 80
-regions with 11 x 10 windows use about half of the lanes); a window row wider than ``TILE_PIXELS`` padded pixels becomes a one-row chunk
-of that width (more registers per thread). C is a compile-time constant (one compile per class count).
+regions with 11 x 10 windows use about half of the lanes); a window row wider than ``TILE_PIXELS`` padded
+pixels becomes a one-row chunk of that width (more registers per thread). C is a compile-time constant (one
+compile per class count).
 """
 
 from __future__ import annotations
@@ -28,9 +30,21 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import NUM_WARPS, PIXELS_PER_THREAD, _pixel_scores, _report_flags, check_plane_size, device_guard, new_flags
+from fastral.backends import triton_interpreted
 
-TILE_PIXELS = PIXELS_PER_THREAD * 32 * NUM_WARPS
+from ._common import (
+    NUM_WARPS,
+    PIXELS_PER_THREAD,
+    _pixel_scores,
+    _report_flags,
+    check_plane_size,
+    device_guard,
+    new_flags,
+)
+
+# Pixels per chunk on a GPU. Triton's CPU interpreter spends about a millisecond of Python per op whatever the
+# tile size, so there chunks are 8x larger (fewer loop trips); tests shrink TILE_PIXELS to cover chunked rows.
+TILE_PIXELS = PIXELS_PER_THREAD * 32 * NUM_WARPS * (8 if triton_interpreted() else 1)
 
 
 @triton.jit
@@ -61,9 +75,10 @@ def _region_stats_kernel(
     x_img = x_ptr + b.to(tl.int64) * (C * HW)
     ignore_img = ignore_ptr + b.to(tl.int64) * HW
 
+    # Chunk axes: window column j, row i of the window row, column k inside the window.
     cls = tl.arange(0, BLOCK_C)[:, None, None, None]
-    i = tl.arange(0, BLOCK_KH)[:, None, None]
-    j = tl.arange(0, BLOCK_NJ)[None, :, None]
+    j = tl.arange(0, BLOCK_NJ)[:, None, None]
+    i = tl.arange(0, BLOCK_KH)[None, :, None]
     k = tl.arange(0, BLOCK_KW)[None, None, :]
     col = j * KW + k  # column inside the region
     col_ok = (k < KW) & (col < RW)
@@ -71,13 +86,13 @@ def _region_stats_kernel(
     pixel0 = (iy * RH) * W + ix * RW
 
     counts = tl.zeros([NUM_LABELS], dtype=tl.int32)
-    total = tl.zeros([BLOCK_KH, BLOCK_NJ, BLOCK_KW], dtype=tl.float32)
-    flags = tl.zeros([BLOCK_KH, BLOCK_NJ, BLOCK_KW], dtype=tl.int32)
+    total = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.float32)
+    flags = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.int32)
     for wy in range(0, NWY):
-        lo = tl.full([BLOCK_KH, BLOCK_NJ, BLOCK_KW], float("inf"), dtype=tl.float32)
-        hi = tl.full([BLOCK_KH, BLOCK_NJ, BLOCK_KW], float("-inf"), dtype=tl.float32)
-        acc = tl.zeros([BLOCK_KH, BLOCK_NJ, BLOCK_KW], dtype=tl.float32)
-        n = tl.zeros([BLOCK_KH, BLOCK_NJ, BLOCK_KW], dtype=tl.int32)
+        lo = tl.full([BLOCK_NJ, BLOCK_KH, BLOCK_KW], float("inf"), dtype=tl.float32)
+        hi = tl.full([BLOCK_NJ, BLOCK_KH, BLOCK_KW], float("-inf"), dtype=tl.float32)
+        acc = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.float32)
+        n = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.int32)
         for i0 in range(0, KH, BLOCK_KH):
             row = wy * KH + i0 + i  # row inside the region
             valid = (i0 + i < KH) & (row < RH) & col_ok
@@ -87,7 +102,7 @@ def _region_stats_kernel(
             x, _, _, h, f = _pixel_scores(x_img + cls * HW + pix[None], (cls < C) & valid[None], valid, FROM_LOGITS)
             flags |= f
             labels = tl.where(valid, tl.argmax(x, 0), C)
-            counts += tl.histogram(tl.reshape(labels, [BLOCK_KH * BLOCK_NJ * BLOCK_KW], can_reorder=True), NUM_LABELS)
+            counts += tl.histogram(tl.reshape(labels, [BLOCK_NJ * BLOCK_KH * BLOCK_KW], can_reorder=True), NUM_LABELS)
             h = tl.where(valid, h, 0.0)
             total += h
             pooled = valid & pool_col
@@ -95,15 +110,18 @@ def _region_stats_kernel(
             hi = tl.maximum(hi, tl.where(pooled, h, float("-inf")))
             acc += tl.where(pooled, h, 0.0)
             n += pooled.to(tl.int32)
-        # One row of windows done: reduce over the rows and the columns inside each window.
-        wn = tl.sum(tl.sum(n, 2), 0)
+        # A row of windows done: reduce each window's pixels (the trailing two axes) at once.
+        wn = tl.sum(tl.reshape(n, [BLOCK_NJ, BLOCK_KH * BLOCK_KW]), 1)
+        wmin = tl.min(tl.reshape(lo, [BLOCK_NJ, BLOCK_KH * BLOCK_KW]), 1)
+        wsum = tl.sum(tl.reshape(acc, [BLOCK_NJ, BLOCK_KH * BLOCK_KW]), 1)
+        wmax = tl.max(tl.reshape(hi, [BLOCK_NJ, BLOCK_KH * BLOCK_KW]), 1)
         empty = wn == 0  # every pixel of the window ignored: 0
         wj = tl.arange(0, BLOCK_NJ)
         out = pool_ptr + r * (3 * PH * PW) + wy * PW + wj
         store = (wj < PW) & (wy < PH)
-        tl.store(out, tl.where(empty, 0.0, tl.min(tl.min(lo, 2), 0)), mask=store)
-        tl.store(out + PH * PW, tl.where(empty, 0.0, tl.sum(tl.sum(acc, 2), 0) / tl.maximum(wn, 1)), mask=store)
-        tl.store(out + 2 * PH * PW, tl.where(empty, 0.0, tl.max(tl.max(hi, 2), 0)), mask=store)
+        tl.store(out, tl.where(empty, 0.0, wmin), mask=store)
+        tl.store(out + PH * PW, tl.where(empty, 0.0, wsum / tl.maximum(wn, 1)), mask=store)
+        tl.store(out + 2 * PH * PW, tl.where(empty, 0.0, wmax), mask=store)
 
     labels = tl.arange(0, NUM_LABELS)
     tl.store(counts_ptr + r * C + labels, counts, mask=labels < C)
