@@ -102,7 +102,7 @@ def _region_stats_kernel(
             x, _, _, h, f = _pixel_scores(x_img + cls * HW + pix[None], (cls < C) & valid[None], valid, FROM_LOGITS)
             flags |= f
             labels = tl.where(valid, tl.argmax(x, 0), C)
-            counts += tl.histogram(tl.reshape(labels, [BLOCK_NJ * BLOCK_KH * BLOCK_KW], can_reorder=True), NUM_LABELS)
+            counts += tl.histogram(tl.reshape(labels, [BLOCK_NJ * BLOCK_KH * BLOCK_KW]), NUM_LABELS)
             h = tl.where(valid, h, 0.0)
             total += h
             pooled = valid & pool_col
@@ -117,8 +117,9 @@ def _region_stats_kernel(
         wmax = tl.max(tl.reshape(hi, [BLOCK_NJ, BLOCK_KH * BLOCK_KW]), 1)
         empty = wn == 0  # every pixel of the window ignored: 0
         wj = tl.arange(0, BLOCK_NJ)
-        out = pool_ptr + r * (3 * PH * PW) + wy * PW + wj
-        store = (wj < PW) & (wy < PH)
+        window = wy * PW + wj  # index in the pooling grid, past its end for the trailing window row
+        out = pool_ptr + r * (3 * PH * PW) + window
+        store = (wj < PW) & (window < PH * PW)
         tl.store(out, tl.where(empty, 0.0, wmin), mask=store)
         tl.store(out + PH * PW, tl.where(empty, 0.0, wsum / tl.maximum(wn, 1)), mask=store)
         tl.store(out + 2 * PH * PW, tl.where(empty, 0.0, wmax), mask=store)
