@@ -21,12 +21,6 @@ _NONFINITE = tl.constexpr(FLAG_NONFINITE)
 _NEGATIVE = tl.constexpr(FLAG_NEGATIVE)
 _ZERO_SUM = tl.constexpr(FLAG_ZERO_SUM)
 
-# Pixels per thread in the class-tiled kernels: one 16-byte vector of float32 scores per class, so loads are
-# full-width and, with BLOCK_P = PIXELS_PER_THREAD * 32 * num_warps, the compiler's coalesced layout covers the
-# pixel axis with the whole CTA and leaves the class axis inside each thread.
-PIXELS_PER_THREAD = 4
-NUM_WARPS = 4
-
 
 @triton.jit
 def _xlogx(x):

@@ -1,8 +1,9 @@
 """Triton kernels of :func:`fastral.bald` and :class:`fastral.BaldAccumulator`: MC-dropout BALD per pixel.
 
-Design. All three kernels work on ``[BLOCK_C, BLOCK_P]`` tiles, the class axis in registers and BLOCK_P pixels
-of one image along the flattened H * W axis (grid ``(cdiv(H * W, BLOCK_P), B)``), so loads are contiguous per
-class plane and every output element has one writer: no atomics except the status flags, deterministic.
+Design. All three kernels work on ``[BLOCK_C, BLOCK_P]`` tiles (the pixel axis shaped ``[BLOCK_P // VEC, VEC]``,
+see ``_tile``), the class axis in registers and BLOCK_P pixels of one image along the flattened H * W axis
+(grid ``(cdiv(H * W, BLOCK_P), B)``), so loads are contiguous per class plane and every output element has one
+writer: no atomics except the status flags, deterministic.
 
 - stacked ``[T, B, C, H, W]``: one program loops over the T samples of its pixels, keeping ``sum_t p_t`` (C
   values per pixel) and ``sum_t H[p_t]`` in registers, and writes BALD and the predictive entropy once. The
@@ -13,11 +14,11 @@ class plane and every output element has one writer: no atomics except the statu
 Per sample and pixel: probabilities ``w / s`` and entropy from ``_pixel_scores`` (softmax with one exp per class
 and one log; or the scores normalised), float32 accumulation whatever the input dtype.
 
-Tuning. BLOCK_P = 4 pixels per thread x 32 x 4 warps: one 16-byte float32 vector per class per thread and the
-class axis inside each thread; registers are about 2 * 4 * C (scores and running sums), ~150 for C = 19, so
-three CTAs fit on an SM with ~40 KB of loads in flight each. C is a compile-time constant, so padded classes
-fold away. For float16/bfloat16 input the compiler takes 8-pixel vectors and may split the class axis over two
-lanes (shuffle reductions); retune BLOCK_P there if profiling shows register spills.
+Tuning (ptxas for sm_90, Triton 3.8). VEC = 2 pixels per thread, 4 warps, BLOCK_P = 256: the stacked kernel
+holds 2 * C scores and 2 * C running sums per thread, 240-250 registers for C = 19 and no spills (4 pixels per
+thread spill; letting the compiler pick 16-byte vectors splits the class axis across warps instead). Two CTAs
+per SM keep 2 x 19 x 256 x 4 B = 39 KB of loads in flight. C is a compile-time constant, so padded classes
+fold away.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ import triton
 import triton.language as tl
 
 from ._common import (
-    NUM_WARPS,
-    PIXELS_PER_THREAD,
     _pixel_scores,
     _report_flags,
     _xlogx,
@@ -37,7 +36,9 @@ from ._common import (
     new_flags,
 )
 
-BLOCK_P = PIXELS_PER_THREAD * 32 * NUM_WARPS
+VEC = 2  # pixels per thread: 2 * C scores and 2 * C running sums in registers
+NUM_WARPS = 4
+BLOCK_P = VEC * 32 * NUM_WARPS
 
 
 @triton.jit
@@ -48,12 +49,17 @@ def _bald_from_sums(sum_p, sum_h, T):
 
 
 @triton.jit
-def _tile(HW, C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """This program's pixels of image ``program_id(1)``: class-major offsets into a ``[C, H * W]`` plane."""
-    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    cls = tl.arange(0, BLOCK_C)[:, None]
+def _tile(HW, C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, VEC: tl.constexpr):
+    """This program's BLOCK_P pixels of image ``program_id(1)`` as ``[BLOCK_P // VEC, VEC]`` runs of VEC
+    contiguous pixels, and their class-major offsets ``[BLOCK_C, BLOCK_P // VEC, VEC]`` into a ``[C, H * W]`` plane.
+
+    Contiguity only along the last axis caps each load at VEC elements, so the compiler gives every thread VEC
+    pixels of every class (classes in-thread) rather than wider vectors and a class axis split across warps.
+    """
+    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    cls = tl.arange(0, BLOCK_C)[:, None, None]
     valid = pix < HW
-    return cls * HW + pix[None, :], (cls < C) & valid[None, :], pix, valid
+    return cls * HW + pix[None], (cls < C) & valid[None], pix, valid
 
 
 @triton.jit
@@ -67,12 +73,13 @@ def _bald_stacked_kernel(
     FROM_LOGITS: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    VEC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(1)
-    offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P)
-    sum_p = tl.zeros([BLOCK_C, BLOCK_P], dtype=tl.float32)
-    sum_h = tl.zeros([BLOCK_P], dtype=tl.float32)
-    flags = tl.zeros([BLOCK_P], dtype=tl.int32)
+    offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
+    sum_p = tl.zeros([BLOCK_C, BLOCK_P // VEC, VEC], dtype=tl.float32)
+    sum_h = tl.zeros([BLOCK_P // VEC, VEC], dtype=tl.float32)
+    flags = tl.zeros([BLOCK_P // VEC, VEC], dtype=tl.int32)
     for t in range(0, T):
         sample = x_ptr + (t * B + b).to(tl.int64) * (C * HW)
         _, w, s, h, f = _pixel_scores(sample + offs, mask, valid, FROM_LOGITS)
@@ -98,9 +105,10 @@ def _bald_update_kernel(
     FIRST: tl.constexpr,  # write the sums instead of adding to them
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    VEC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(1).to(tl.int64)
-    offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P)
+    offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
     _, w, s, h, flags = _pixel_scores(x_ptr + b * (C * HW) + offs, mask, valid, FROM_LOGITS)
     p = w / s[None, :]
     p_ptrs = sum_p_ptr + b * (C * HW) + offs
@@ -123,9 +131,10 @@ def _bald_finalize_kernel(
     C: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    VEC: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(1).to(tl.int64)
-    offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P)
+    offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
     sum_p = tl.load(sum_p_ptr + b * (C * HW) + offs, mask=mask, other=0.0)
     sum_h = tl.load(sum_h_ptr + b * HW + pix, mask=valid)
     bald, entropy = _bald_from_sums(sum_p, sum_h, T)
@@ -145,7 +154,8 @@ def bald_stacked_triton(x: torch.Tensor, from_logits: bool, bald: torch.Tensor, 
     with device_guard(x):
         _bald_stacked_kernel[_grid(B, H * W)](
             x, bald, entropy, flags, T, B, H * W,
-            C=C, FROM_LOGITS=from_logits, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, num_warps=NUM_WARPS,
+            C=C, FROM_LOGITS=from_logits, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC,
+            num_warps=NUM_WARPS,
         )  # fmt: skip
     return int(flags.item())
 
@@ -161,7 +171,7 @@ def bald_update_triton(
     with device_guard(x):
         _bald_update_kernel[_grid(B, H * W)](
             x, sum_p, sum_h, flags, H * W,
-            C=C, FROM_LOGITS=from_logits, FIRST=first, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P,
+            C=C, FROM_LOGITS=from_logits, FIRST=first, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC,
             num_warps=NUM_WARPS,
         )  # fmt: skip
     return int(flags.item())
@@ -176,5 +186,5 @@ def bald_finalize_triton(
     with device_guard(sum_p):
         _bald_finalize_kernel[_grid(B, H * W)](
             sum_p, sum_h, bald, entropy, T, H * W,
-            C=C, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, num_warps=NUM_WARPS,
+            C=C, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC, num_warps=NUM_WARPS,
         )  # fmt: skip

@@ -16,12 +16,14 @@ extra bin C. Window min/sum/max/count accumulate elementwise over a window row's
 window row (a reshape to ``[BLOCK_NJ, BLOCK_KH * BLOCK_KW]`` makes that one reduction each); the region sum is
 reduced once at the end; the region's pixel count is the sum of its class counts.
 
-Tuning. A chunk holds about ``TILE_PIXELS`` pixels (4 per thread at 4 warps: classes stay in-thread, about
-4 * C live registers for the scores). 128 x 128 regions with 8 x 8 pooling give ``[8, 4, 16]`` chunks, four
-per window row, no padding. Window shapes that are not powers of two pad each axis to one (CamVid's 90 x 80
-regions with 11 x 10 windows use about half of the lanes); a window row wider than ``TILE_PIXELS`` padded
-pixels becomes a one-row chunk of that width (more registers per thread). C is a compile-time constant (one
-compile per class count).
+Tuning (ptxas for sm_90, Triton 3.8). A chunk holds about ``TILE_PIXELS`` = 512 pixels, 4 per thread at 4
+warps: one 16-byte float32 vector per class along W, classes in-thread. 128 x 128 regions with 8 x 8 pooling give
+``[8, 4, 16]`` chunks, four per window row, no padding; C = 19 takes 215 registers, no spills, 2 CTAs per SM
+with 2 x 19 x 512 x 4 B = 78 KB of loads in flight. float16/bfloat16 scores get 8-pixel vectors from the
+compiler and spill ~10 registers. Window shapes that are not powers of two pad each axis to one (CamVid's
+90 x 80 regions with 11 x 10 windows use about half of the lanes); a window row wider than ``TILE_PIXELS``
+padded pixels becomes a one-row chunk of that width (more registers per thread). C is a compile-time constant
+(one compile per class count).
 """
 
 from __future__ import annotations
@@ -32,15 +34,10 @@ import triton.language as tl
 
 from fastral.backends import triton_interpreted
 
-from ._common import (
-    NUM_WARPS,
-    PIXELS_PER_THREAD,
-    _pixel_scores,
-    _report_flags,
-    check_plane_size,
-    device_guard,
-    new_flags,
-)
+from ._common import _pixel_scores, _report_flags, check_plane_size, device_guard, new_flags
+
+NUM_WARPS = 4
+PIXELS_PER_THREAD = 4  # one 16-byte float32 vector per class: the width the compiler picks along W anyway
 
 # Pixels per chunk on a GPU. Triton's CPU interpreter spends about a millisecond of Python per op whatever the
 # tile size, so there chunks are 8x larger (fewer loop trips); tests shrink TILE_PIXELS to cover chunked rows.
