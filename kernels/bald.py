@@ -14,11 +14,11 @@ writer: no atomics except the status flags, deterministic.
 Per sample and pixel: probabilities ``w / s`` and entropy from ``_pixel_scores`` (softmax with one exp per class
 and one log; or the scores normalised), float32 accumulation whatever the input dtype.
 
-Tuning (ptxas for sm_90, Triton 3.8). VEC = 2 pixels per thread, 4 warps, BLOCK_P = 256: the stacked kernel
-holds 2 * C scores and 2 * C running sums per thread, 240-250 registers for C = 19 and no spills (4 pixels per
-thread spill; letting the compiler pick 16-byte vectors splits the class axis across warps instead). Two CTAs
-per SM keep 2 x 19 x 256 x 4 B = 39 KB of loads in flight. C is a compile-time constant, so padded classes
-fold away.
+Tuning (ptxas for sm_90, Triton 3.7-3.9; ``tests/triton_compile_check.py``). VEC = 2 pixels per thread, 4 warps,
+BLOCK_P = 256: the stacked kernel holds 2 * C scores and 2 * C running sums per thread, 170-250 registers for
+C = 19 and no spills (4 pixels per thread spill; letting the compiler pick 16-byte vectors splits the class axis
+across warps instead). Two CTAs per SM keep 2 x 19 x 256 x 4 B = 39 KB of loads in flight. C is a compile-time
+constant, so padded classes fold away.
 """
 
 from __future__ import annotations

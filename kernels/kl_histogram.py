@@ -22,7 +22,7 @@ Precision. The dot uses ``input_precision="ieee"`` (``DOT_PRECISION``; plain fp3
 values by up to ~1e-2 and change bins), so values match the float32 reference up to summation order, i.e. bins
 agree except for a value within float32 rounding of an edge. ``tf32x3`` is the candidate to try on a GPU.
 
-Tuning (ptxas for sm_90, Triton 3.8: 116-176 registers, no spills). BLOCK_M = 64 rows reuse each loaded
+Tuning (ptxas for sm_90, Triton 3.7-3.9: 116-180 registers, no spills). BLOCK_M = 64 rows reuse each loaded
 ``log q`` tile 64 times (q is read M / 64 times, mostly from L2); BLOCK_N = 32 keeps the one-hot tile at
 64 x 32 x 32, which the compiler lays out one bin per lane. Static SASS of the binning loop: ~2,000 instructions
 per thread per 2,048-pair tile (512 FFMA for the dot, ~1,200 compare/select/add for the one-hot), i.e. ~4 warp

@@ -16,14 +16,14 @@ extra bin C. Window min/sum/max/count accumulate elementwise over a window row's
 window row (a reshape to ``[BLOCK_NJ, BLOCK_KH * BLOCK_KW]`` makes that one reduction each); the region sum is
 reduced once at the end; the region's pixel count is the sum of its class counts.
 
-Tuning (ptxas for sm_90, Triton 3.8). A chunk holds about ``TILE_PIXELS`` = 512 pixels, 4 per thread at 4
-warps: one 16-byte float32 vector per class along W, classes in-thread. 128 x 128 regions with 8 x 8 pooling give
-``[8, 4, 16]`` chunks, four per window row, no padding; C = 19 takes 215 registers, no spills, 2 CTAs per SM
-with 2 x 19 x 512 x 4 B = 78 KB of loads in flight. float16/bfloat16 scores get 8-pixel vectors from the
-compiler and spill ~10 registers. Window shapes that are not powers of two pad each axis to one (CamVid's
-90 x 80 regions with 11 x 10 windows use about half of the lanes); a window row wider than ``TILE_PIXELS``
-padded pixels becomes a one-row chunk of that width (more registers per thread). C is a compile-time constant
-(one compile per class count).
+Tuning (ptxas for sm_90, Triton 3.7-3.9; ``tests/triton_compile_check.py``). A chunk holds about
+``TILE_PIXELS`` = 512 pixels, 4 per thread at 4 warps, classes in-thread: one 16-byte float32 vector per class
+along W (8 bytes for float16/bfloat16, capped by the ``[BLOCK_KW // VEC, VEC]`` split of k). 128 x 128 regions
+with 8 x 8 pooling give ``[8, 4, 16]`` chunks, four per window row, no padding; C = 19 takes 200-225 registers,
+no spills, 2 CTAs per SM with 2 x 19 x 512 x 4 B = 78 KB of loads in flight. Window shapes that are not powers
+of two pad each axis to one (CamVid's 90 x 80 regions with 11 x 10 windows use about half of the lanes); a
+window row wider than ``TILE_PIXELS`` padded pixels becomes a one-row chunk of that width (more registers per
+thread). C is a compile-time constant (one compile per class count).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from fastral.backends import triton_interpreted
 from ._common import _pixel_scores, _report_flags, check_plane_size, device_guard, new_flags
 
 NUM_WARPS = 4
-PIXELS_PER_THREAD = 4  # one 16-byte float32 vector per class: the width the compiler picks along W anyway
+PIXELS_PER_THREAD = 4  # along W: one 16-byte vector of float32 scores per class
 
 # Pixels per chunk on a GPU. Triton's CPU interpreter spends about a millisecond of Python per op whatever the
 # tile size, so there chunks are 8x larger (fewer loop trips); tests shrink TILE_PIXELS to cover chunked rows.
@@ -63,6 +63,7 @@ def _region_stats_kernel(
     BLOCK_KH: tl.constexpr,
     BLOCK_NJ: tl.constexpr,
     BLOCK_KW: tl.constexpr,
+    VEC: tl.constexpr,  # pixels per thread along W: the k axis is split [BLOCK_KW // VEC, VEC]
 ):  # fmt: skip
     r = tl.program_id(0)
     b = r // (NY * NX)
@@ -72,24 +73,27 @@ def _region_stats_kernel(
     x_img = x_ptr + b.to(tl.int64) * (C * HW)
     ignore_img = ignore_ptr + b.to(tl.int64) * HW
 
-    # Chunk axes: window column j, row i of the window row, column k inside the window.
-    cls = tl.arange(0, BLOCK_C)[:, None, None, None]
-    j = tl.arange(0, BLOCK_NJ)[:, None, None]
-    i = tl.arange(0, BLOCK_KH)[None, :, None]
-    k = tl.arange(0, BLOCK_KW)[None, None, :]
+    # Chunk axes: window column j, row i of the window row, column k inside the window as [BLOCK_KW // VEC, VEC]:
+    # contiguity only along the last axis caps loads at VEC elements, so every thread holds VEC pixels of all
+    # classes whatever the dtype (the compiler would take 8 half-precision pixels and spill).
+    cls = tl.arange(0, BLOCK_C)[:, None, None, None, None]
+    j = tl.arange(0, BLOCK_NJ)[:, None, None, None]
+    i = tl.arange(0, BLOCK_KH)[None, :, None, None]
+    k = (tl.arange(0, BLOCK_KW // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :])[None, None, :, :]
     col = j * KW + k  # column inside the region
     col_ok = (k < KW) & (col < RW)
     pool_col = j < PW
     pixel0 = (iy * RH) * W + ix * RW
 
+    zero = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW // VEC, VEC], dtype=tl.float32)
     counts = tl.zeros([NUM_LABELS], dtype=tl.int32)
-    total = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.float32)
-    flags = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.int32)
+    total = zero
+    flags = zero.to(tl.int32)
     for wy in range(0, NWY):
-        lo = tl.full([BLOCK_NJ, BLOCK_KH, BLOCK_KW], float("inf"), dtype=tl.float32)
-        hi = tl.full([BLOCK_NJ, BLOCK_KH, BLOCK_KW], float("-inf"), dtype=tl.float32)
-        acc = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.float32)
-        n = tl.zeros([BLOCK_NJ, BLOCK_KH, BLOCK_KW], dtype=tl.int32)
+        lo = zero + float("inf")
+        hi = zero - float("inf")
+        acc = zero
+        n = zero.to(tl.int32)
         for i0 in range(0, KH, BLOCK_KH):
             row = wy * KH + i0 + i  # row inside the region
             valid = (i0 + i < KH) & (row < RH) & col_ok
@@ -161,7 +165,7 @@ def region_stats_triton(
             H, W, ny, nx, rh, rw, ph, pw, kh, kw, triton.cdiv(rh, kh),
             C=C, FROM_LOGITS=from_logits, HAS_MASK=mask is not None,
             BLOCK_C=triton.next_power_of_2(C), NUM_LABELS=triton.next_power_of_2(C + 1),
-            BLOCK_KH=block_kh, BLOCK_NJ=block_nj, BLOCK_KW=block_kw,
+            BLOCK_KH=block_kh, BLOCK_NJ=block_nj, BLOCK_KW=block_kw, VEC=min(PIXELS_PER_THREAD, block_kw),
             num_warps=max(1, min(NUM_WARPS, tile // (32 * PIXELS_PER_THREAD))),
         )  # fmt: skip
     return int(flags.item())

@@ -1,11 +1,16 @@
 """Triton launchers called directly, on the shapes that stress their tiling: class counts that are (not) powers
 of two, regions and windows with remainders, chunked window rows, pixel and column tiles cut by the edge, column
-splits, bins that are not a power of two. Each against the float64 reference, with poisoned outputs.
+splits, bins that are not a power of two. Each against the float64 reference, with poisoned outputs. Plus the
+kernels compiled for sm_90 without a GPU (tests/triton_compile_check.py): GPU-only compile errors and spills.
 
 On a CPU these run in Triton's interpreter (conftest sets TRITON_INTERPRET=1); keep grids to a few dozen programs.
 """
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +24,12 @@ from fastral import reference_bald, reference_kl_histogram, reference_region_sta
 UNAVAILABLE = fastral.available_backends(DEVICE)["triton"]
 pytestmark = pytest.mark.skipif(bool(UNAVAILABLE), reason=UNAVAILABLE)
 if not UNAVAILABLE:
+    import triton
     from fastral.kernels import bald as bald_kernels
     from fastral.kernels import kl_histogram as kl_kernels
     from fastral.kernels import region_stats as rs_kernels
+
+    PTXAS = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
 
 NAN = float("nan")
 
@@ -198,3 +206,13 @@ def test_kl_histogram_matches_float32_reference(rng):
     kl_kernels.kl_histogram_triton(p.to(DEVICE), q.to(DEVICE), 8, None, False, 1e-7, out)
     moved = (out.cpu() - reference_kl_histogram(p, q, 8)).abs().sum() * 90 / 2
     assert moved <= 2, f"{moved} values changed bins against the float32 reference"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(UNAVAILABLE) or not PTXAS.exists(), reason="this Triton build ships no NVIDIA backend")
+def test_kernels_compile_for_sm90_without_spills():
+    """The kernels as the GPU sees them: compiled by Triton for sm_90 (no GPU needed), no register spills."""
+    check = Path(__file__).with_name("triton_compile_check.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(check)], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
