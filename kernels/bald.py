@@ -83,7 +83,7 @@ def _bald_stacked_kernel(
     for t in range(0, T):
         sample = x_ptr + (t * B + b).to(tl.int64) * (C * HW)
         _, w, s, h, f = _pixel_scores(sample + offs, mask, valid, FROM_LOGITS)
-        sum_p += w / s[None, :]
+        sum_p += w / s[None]
         sum_h += h
         flags |= f
     bald, entropy = _bald_from_sums(sum_p, sum_h, T)
@@ -110,7 +110,7 @@ def _bald_update_kernel(
     b = tl.program_id(1).to(tl.int64)
     offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
     _, w, s, h, flags = _pixel_scores(x_ptr + b * (C * HW) + offs, mask, valid, FROM_LOGITS)
-    p = w / s[None, :]
+    p = w / s[None]
     p_ptrs = sum_p_ptr + b * (C * HW) + offs
     h_ptrs = sum_h_ptr + b * HW + pix
     if not FIRST:
