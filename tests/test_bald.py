@@ -134,6 +134,12 @@ def test_bad_values_raise(backend):
     zero[0, :, 0, 0] = 0
     with pytest.raises(ValueError, match="all zero"):
         acc.update(zero.to(DEVICE))
+    # The sums may already hold the rejected sample: the accumulator refuses to go on until reset.
+    for call in (lambda: acc.update(p[1].to(DEVICE)), acc.compute):
+        with pytest.raises(ValueError, match=r"sample 2 was rejected .* call reset\(\)"):
+            call()
+    acc.reset()
+    acc.update(p[1].to(DEVICE))
     assert acc.samples == 1
 
 

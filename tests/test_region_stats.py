@@ -14,7 +14,7 @@ from fastral import reference_region_stats, region_stats
 SMALL_CASES = [
     (1, 11, 360, 480, (90, 80), (8, 8)),  # CamVid: windows 11x10, trailing rows dropped
     (2, 19, 128, 256, (64, 64), (8, 8)),
-    (3, 1, 7, 9, (1, 1), (1, 1)),  # C = 1: entropy 0 everywhere
+    (1, 1, 7, 9, (1, 1), (1, 1)),  # C = 1: entropy 0 everywhere; 63 one-pixel regions
     (2, 2, 33, 47, (16, 15), (3, 4)),  # remainders in both directions
     (1, 20, 50, 70, (25, 35), (5, 7)),
     (1, 19, 45, 64, (45, 64), (1, 1)),  # one region, one window
