@@ -31,6 +31,7 @@ from .al.presets import POLICIES, PRESETS, RalisConfig, get_config
 from .al.report import summary_table, write_report
 from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
 from .data import DataLayoutError
+from .models import CheckpointError
 
 RUNTIME_KEYS = ("device", "threads")  # may change on --resume (results may then differ in the last digits)
 
@@ -73,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init-checkpoint", type=Path,
                    help="theta_0: segmentation weights to start from (e.g. from python -m fastral.train); "
                    "default: pretrain as --pretrain says")  # fmt: skip
+    p.add_argument("--train-init-checkpoint", type=Path,
+                   help="initial weights of the policy-training episodes (the official code: GTA5-only weights, "
+                   "while --init-checkpoint is GTA5 + D_T); default: theta_0")  # fmt: skip
     p.add_argument("--splits", type=Path, help="split file from python -m fastral.data.splits (default: build one)")
     p.add_argument("--test-split", help="split of the final test (default: the data set's, e.g. camvid test)")
     p.add_argument("--cache", type=Path, help="HDF5 feature cache, shareable between runs (default: <out>/features.h5)")
@@ -100,7 +104,7 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
         p.error("argument --device: cuda requested but torch finds no CUDA device")
     if args.dataset == "streets" and args.data_root is not None:
         p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
-    for name in ("init_checkpoint", "splits"):
+    for name in ("init_checkpoint", "train_init_checkpoint", "splits"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
             p.error(f"argument --{name.replace('_', '-')}: file '{path}' does not exist")
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"ralis-{config.dataset}"
     run_key = {"config": config.to_dict(), "policies": policies, "init_checkpoint": str(args.init_checkpoint),
-               "splits": str(args.splits), "test_split": args.test_split}  # fmt: skip
+               "train_init_checkpoint": str(args.train_init_checkpoint), "splits": str(args.splits),
+               "test_split": args.test_split}  # fmt: skip
     runtime = {"device": args.device, "threads": args.threads}
     state = None
     if args.resume:
@@ -138,9 +143,9 @@ def main(argv: list[str] | None = None) -> dict | None:
           f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}")  # fmt: skip
     try:
         exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,
-                      splits_file=args.splits, cache_file=args.cache, test_split=args.test_split,
-                      progress=not args.no_progress)  # fmt: skip
-    except (DataLayoutError, ValueError) as exc:
+                      train_init_checkpoint=args.train_init_checkpoint, splits_file=args.splits,
+                      cache_file=args.cache, test_split=args.test_split, progress=not args.no_progress)  # fmt: skip
+    except (DataLayoutError, CheckpointError, ValueError) as exc:
         p.error(str(exc))
     prepare_seconds = time.perf_counter() - started
     runner = Runner(exp, policies, out, state, progress=not args.no_progress)

@@ -6,11 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from _data_helpers import single_thread  # noqa: F401 (fixture)
 
 from fastral.al.dqn import DQNAgent, DQNConfig, td_targets
 from fastral.al.query_network import QueryNetwork
 from fastral.al.replay import ReplayMemory, Transition
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 R, DS, DA, N, K = 6, 10, 14, 5, 3  # state regions, state features, action features (4 of them KL), pool size, pools
 
 

@@ -15,6 +15,7 @@ import torch
 
 from fastral import run as cli
 from fastral.al.presets import RalisConfig
+from fastral.models import SemanticFPN, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 # Two seeds, four policies, two budgets, three policy-training episodes of two steps; seconds on one core.
@@ -193,3 +194,20 @@ def test_print_config_applies_overrides(capsys):
     config = json.loads(capsys.readouterr().out)
     assert config["budgets"] == [24, 48] and config["policies"] == ["bald", "uniform"]
     assert config["regions_per_step"] == 24 and config["replay_size"] == 600  # the official CamVid values
+
+
+def test_policy_training_can_start_from_other_weights(tmp_path):
+    """--train-init-checkpoint: episodes start there (rewards are gains over its D_R mIoU), evaluations at theta_0."""
+    torch.manual_seed(5)
+    save_checkpoint(tmp_path / "other.pt", SemanticFPN(11, width=4, fpn_channels=8, head_channels=4))
+    argv = [*TINY, "--out", str(tmp_path / "run"), "--policy", "ralis", "--seeds", "0", "--budgets", "2",
+            "--episodes", "1", "--train-init-checkpoint", str(tmp_path / "other.pt"), "--no-plots"]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        results = cli.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    start = results["theta0"]["policy_training_theta0"]["d_r_miou"]
+    assert start != results["theta0"]["d_r_miou"]
+    episode = results["policy_training"]["0"][0]
+    assert episode["rewards"][0] == pytest.approx(100 * (episode["d_r_miou"][0] - start), abs=1e-9)

@@ -3,6 +3,9 @@
 ``prepare`` loads (or generates) the data, builds or loads the split (saved as ``<out>/splits.json``), makes the
 initial segmentation weights theta_0 (``--init-checkpoint``, or pretrained here and saved as ``<out>/theta0.pt``
 so that a resumed run reuses them) and measures theta_0 on D_R (the reward baseline) and on the test split.
+
+The official code starts policy training from GTA5-only weights and the evaluations from GTA5 + D_T weights;
+``--train-init-checkpoint`` gives the former (default: theta_0 for both).
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ class Experiment:
     test: object
     splits: ALSplits
     model: torch.nn.Module
-    theta0: dict  #: initial weights (CPU state dict)
+    theta0: dict  #: initial weights of the evaluations (CPU state dict)
     theta0_metrics: dict  #: d_r_miou, test_miou, test_iou, test_accuracy
     cache: FeatureCache
     device: torch.device
+    train_theta0: dict  #: initial weights of the policy-training episodes (theta0 unless given separately)
+    train_theta0_miou: float  #: their mIoU on D_R: the first reward of an episode is a gain over it
 
     def images(self, name: str) -> list[int]:
         """Image indices of split set ``name`` (d_s, d_t, d_v) in the source split."""
@@ -148,6 +153,7 @@ def prepare(
     device: torch.device,
     *,
     init_checkpoint: Path | None = None,
+    train_init_checkpoint: Path | None = None,
     splits_file: Path | None = None,
     cache_file: Path | None = None,
     test_split: str | None = None,
@@ -186,9 +192,17 @@ def prepare(
     ev = evaluate(model, test, batch_size=config.eval_batch_size)
     metrics = {"pretraining": summary, "d_r_miou": d_r_miou, "test_miou": ev.miou, "test_iou": ev.iou.tolist(),
                "test_accuracy": ev.accuracy}  # fmt: skip
+    train_theta0, train_miou = theta0, d_r_miou
+    if train_init_checkpoint is not None:  # e.g. GTA5-only weights, as the official policy training uses
+        load_checkpoint(train_init_checkpoint, model)
+        train_theta0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        train_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
+        metrics["policy_training_theta0"] = {"source": f"checkpoint {train_init_checkpoint}", "d_r_miou": train_miou}
+        model.load_state_dict(theta0)
     per_image = train.regions.per_image
     cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train), per_image)
-    exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device)
+    exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device,
+                     train_theta0, train_miou)  # fmt: skip
     check_pool_sizes(exp)
     return exp
 

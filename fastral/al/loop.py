@@ -87,10 +87,10 @@ class Runner:
         with timer.section("checkpoint"):
             save_state(self.out, self.state)
 
-    def make_env(self, images, timer: Timer) -> ALEnvironment:
+    def make_env(self, images, timer: Timer, theta0: dict) -> ALEnvironment:
         exp, c = self.exp, self.config
         return ALEnvironment(
-            exp.train, images, exp.images("d_s"), exp.model, exp.theta0, exp.train_config(), exp.reward,
+            exp.train, images, exp.images("d_s"), exp.model, theta0, exp.train_config(), exp.reward,
             exp.reward_indices, exp.cache, timer, step_epochs=c.step_epochs, entropy_pool=c.entropy_pool,
             kl_bins=c.kl_bins, eval_batch_size=c.eval_batch_size,
         )  # fmt: skip
@@ -140,7 +140,7 @@ class Runner:
 
     def train_policy(self, seed: int) -> None:
         c, exp, timer = self.config, self.exp, self.timers[PHASES[TRAIN]]
-        env = self.make_env(exp.images("d_t"), timer)
+        env = self.make_env(exp.images("d_t"), timer, exp.train_theta0)
         streams = Streams((seed, TRAIN), (seed, TRAIN), exp.device)
         agent = self.make_agent(seed)
         task = self.state["task"]
@@ -158,7 +158,7 @@ class Runner:
         while task["episode"] < c.episodes:
             if task["pending"] is None:  # a new episode: theta_0, nothing labelled
                 env.reset()
-                task["prev_miou"] = exp.theta0_metrics["d_r_miou"]
+                task["prev_miou"] = exp.train_theta0_miou
                 task["log"] = {"episode": task["episode"], "epsilon_start": agent.epsilon(), "rewards": [],
                                "d_r_miou": [], "dqn_loss": []}  # fmt: skip
                 obs = env.observe(env.sample_pools(K, N, streams.pools))
@@ -209,7 +209,7 @@ class Runner:
 
     def evaluate_policy(self, seed: int, name: str) -> None:
         c, exp, timer = self.config, self.exp, self.timers[PHASES[EVAL]]
-        env = self.make_env(exp.images("d_v"), timer)
+        env = self.make_env(exp.images("d_v"), timer, exp.theta0)
         streams = Streams((seed, EVAL, name), (seed, EVAL), exp.device)
         policy = self.make_policy(name, env, streams, seed)
         task = self.state["task"]
