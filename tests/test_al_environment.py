@@ -138,10 +138,10 @@ def test_features_are_computed_once_per_weights(env):
     torch.testing.assert_close(env.state(), first)
     assert len(forwards) == 2 and env.cache.hits == 2
     env.label([40, 41])
-    env.train_on([40, 41], torch.Generator().manual_seed(0))  # new weights: recomputed
+    env.train_on([40, 41], torch.Generator().manual_seed(0))  # new weights: recomputed, not stored
     forwards.clear()
     assert not torch.equal(env.state(), first)
-    assert forwards == [1, 1]
+    assert forwards == [1, 1] and env.cache.lookup(env.weights_key(), [0, 1]) == {}
 
 
 def test_policies_compute_only_what_they_score(env, monkeypatch):

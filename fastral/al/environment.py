@@ -10,9 +10,12 @@ Candidate sampling follows the official code (``get_region_candidates``): pool i
 drawn at random, without replacement, until their unlabelled regions number more than K*N; then K*N times a
 random one of those images gives up a random unlabelled region (no duplicates); the K*N candidates are shuffled
 and cut into K pools of N. Features of an image are computed with one forward pass whose logits feed
-``region_stats`` directly, and are read from / written to the HDF5 :class:`~fastral.al.cache.FeatureCache` under
-the current weights' hash, so the initial network's features are computed once for all episodes, policies and
-seeds.
+``region_stats`` directly. Under theta_0 they are read from / written to the HDF5
+:class:`~fastral.al.cache.FeatureCache` (keyed by the weights' hash), so the initial network's features of the
+pools and of D_S are computed once for all episodes, policies and seeds (and runs sharing the cache file). Weights
+reached after a training step are met once, so their features are computed and not stored (storing them would grow
+the file by every step's features: tens of GB on Cityscapes); the next state's features, computed at the end of a
+step, are carried to the next step rather than recomputed.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ class ALEnvironment:
         self.eval_batch_size = eval_batch_size
         self.device = next(model.parameters()).device
         self.reset()
+        self._theta0_key = self.weights_key()
 
     # -- trajectory state ------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -175,9 +179,12 @@ class ALEnvironment:
     # -- features --------------------------------------------------------------------------------------------
     def features(self, images) -> RegionFeatures:
         """Region features of ``images`` (image indices) under the current weights, regions concatenated in
-        the given image order (each image's in region_grid order). Cached."""
+        the given image order (each image's in region_grid order). Cached under theta_0."""
+        images = [int(i) for i in images]
+        if self.weights_key() != self._theta0_key:
+            return self._compute_features(images)
         with self.timer.section("feature_cache"):
-            return self.cache.features(self.weights_key(), [int(i) for i in images], self._compute_features)
+            return self.cache.features(self._theta0_key, images, self._compute_features)
 
     @torch.no_grad()
     def _compute_features(self, images: list[int]) -> RegionFeatures:
