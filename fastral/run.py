@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init-checkpoint", type=Path,
                    help="theta_0: segmentation weights to start from (e.g. from python -m fastral.train); "
                    "default: pretrain as --pretrain says")  # fmt: skip
+    p.add_argument("--pretrain-from", type=Path,
+                   help="weights the theta_0 pretraining (--pretrain) starts from, e.g. GTA5-pretrained ones: the "
+                   "official GTA5 -> D_T recipe")  # fmt: skip
     p.add_argument("--train-init-checkpoint", type=Path,
                    help="initial weights of the policy-training episodes (the official code: GTA5-only weights, "
                    "while --init-checkpoint is GTA5 + D_T); default: theta_0")  # fmt: skip
@@ -104,11 +107,35 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
         p.error("argument --device: cuda requested but torch finds no CUDA device")
     if args.dataset == "streets" and args.data_root is not None:
         p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
-    for name in ("init_checkpoint", "train_init_checkpoint", "splits"):
+    if args.init_checkpoint is not None and args.pretrain_from is not None:
+        p.error("argument --pretrain-from: not with --init-checkpoint (theta_0 is then that checkpoint)")
+    for name in ("init_checkpoint", "pretrain_from", "train_init_checkpoint", "splits"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
             p.error(f"argument --{name.replace('_', '-')}: file '{path}' does not exist")
     return config, policies
+
+
+def open_state(p: argparse.ArgumentParser, out: Path, resume: bool, run_key: dict, runtime: dict) -> dict | None:
+    """The saved state to resume (checked against this run's settings), None for a new run; parser errors for
+    --resume without a state or with other settings, and for a new run into a folder that holds one."""
+    if not resume:
+        if (out / STATE_FILE).exists():
+            p.error(
+                f"argument --out: '{out}' already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return None
+    try:
+        state = load_state(out)
+    except RunStateError as exc:
+        p.error(str(exc))
+    diffs = config_differences(state["run_key"], run_key)
+    if diffs:
+        p.error(f"--resume: the run in '{out}' was started with other settings: {'; '.join(diffs)}")
+    if state.get("runtime") != runtime:
+        warnings.warn(f"--resume with {runtime}, the run started with {state.get('runtime')}: floating-point "
+                      "results may differ slightly from an uninterrupted run", stacklevel=1)  # fmt: skip
+    return state
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -121,30 +148,19 @@ def main(argv: list[str] | None = None) -> dict | None:
     torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"ralis-{config.dataset}"
     run_key = {"config": config.to_dict(), "policies": policies, "init_checkpoint": str(args.init_checkpoint),
-               "train_init_checkpoint": str(args.train_init_checkpoint), "splits": str(args.splits),
+               "pretrain_from": str(args.pretrain_from), "train_init_checkpoint": str(args.train_init_checkpoint),
+               "splits": str(args.splits),
                "test_split": args.test_split}  # fmt: skip
     runtime = {"device": args.device, "threads": args.threads}
-    state = None
-    if args.resume:
-        try:
-            state = load_state(out)
-        except RunStateError as exc:
-            p.error(str(exc))
-        diffs = config_differences(state["run_key"], run_key)
-        if diffs:
-            p.error(f"--resume: the run in '{out}' was started with other settings: {'; '.join(diffs)}")
-        if state.get("runtime") != runtime:
-            warnings.warn(f"--resume with {runtime}, the run started with {state.get('runtime')}: floating-point "
-                          "results may differ slightly from an uninterrupted run", stacklevel=1)  # fmt: skip
-    elif (out / STATE_FILE).exists():
-        p.error(f"argument --out: '{out}' already holds a run; pass --resume to continue it or choose another --out")
+    state = open_state(p, out, args.resume, run_key, runtime)
     started = time.perf_counter()
     print(f"fastral.run: {config.dataset}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
           f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}")  # fmt: skip
     try:
         exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,
-                      train_init_checkpoint=args.train_init_checkpoint, splits_file=args.splits,
-                      cache_file=args.cache, test_split=args.test_split, progress=not args.no_progress)  # fmt: skip
+                      pretrain_from=args.pretrain_from, train_init_checkpoint=args.train_init_checkpoint,
+                      splits_file=args.splits, cache_file=args.cache, test_split=args.test_split,
+                      progress=not args.no_progress)  # fmt: skip
     except (DataLayoutError, CheckpointError, ValueError) as exc:
         p.error(str(exc))
     prepare_seconds = time.perf_counter() - started

