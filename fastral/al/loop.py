@@ -151,46 +151,29 @@ class Runner:
             agent.load_state_dict(task["agent"])
             streams.load_state_dict(task["streams"])
         history = self.state["training"].setdefault(str(seed), [])
-        K, N = c.regions_per_step, c.train_pool_size
         episodes = self.bar(total=c.episodes, initial=task["episode"], desc=f"seed {seed}: policy training",
                             unit="episode")  # fmt: skip
-        steps = self.bar(total=math.ceil(c.train_budget / K), desc="  AL steps", unit="step", leave=False)
+        per_episode = math.ceil(c.train_budget / c.regions_per_step)
+        steps = self.bar(total=per_episode, desc="  AL steps", unit="step", leave=False)
         while task["episode"] < c.episodes:
             if task["pending"] is None:  # a new episode: theta_0, nothing labelled
                 env.reset()
                 task["prev_miou"] = exp.train_theta0_miou
                 task["log"] = {"episode": task["episode"], "epsilon_start": agent.epsilon(), "rewards": [],
                                "d_r_miou": [], "dqn_loss": []}  # fmt: skip
-                obs = env.observe(env.sample_pools(K, N, streams.pools))
+                obs = env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, streams.pools))
                 steps.reset()
             else:
                 obs = _unpack(task["pending"])
-            with timer.section("dqn"):
-                positions = agent.select(obs.actions, obs.state, explore=True).numpy()
-            ids = obs.pools.chosen(positions)[: c.train_budget - len(env.labelled)]
-            n = len(ids)
-            env.label(ids)
-            env.train_on(ids, streams.train)
-            miou = env.reward_miou()
-            reward = 100.0 * (miou - task["prev_miou"])
+            reward, miou, loss, nxt = self.training_step(env, agent, streams, obs, task["prev_miou"])
             task["prev_miou"] = miou
-            terminal = len(env.labelled) >= c.train_budget
-            nxt = None if terminal else env.observe(env.sample_pools(K, N, streams.pools))
-            with timer.section("dqn"):
-                agent.remember(obs.state, obs.actions[:n], torch.from_numpy(positions[:n]), reward,
-                               None if terminal else nxt.state, None if terminal else nxt.actions[:n])  # fmt: skip
-                loss = agent.optimize()
-                agent.end_step()
-                if terminal:
-                    agent.end_episode()
-            timer.step()
             steps.update()
             log = task["log"]
             log["rewards"].append(reward)
             log["d_r_miou"].append(miou)
             log["dqn_loss"].append(loss)
-            task["pending"] = None if terminal else _pack(nxt)
-            if terminal:
+            task["pending"] = None if nxt is None else _pack(nxt)
+            if nxt is None:  # the budget is spent: the episode ends
                 losses = [x for x in log["dqn_loss"] if x is not None]
                 history.append({**log, "return": sum(log["rewards"]), "final_d_r_miou": miou,
                                 "mean_dqn_loss": float(np.mean(losses)) if losses else None})  # fmt: skip
@@ -206,6 +189,32 @@ class Runner:
         self.state["agents"][str(seed)] = weights
         torch_save({"format": "fastral-ralis-policy/1", "config": self.config.to_dict(), "seed": seed,
                     "state_dict": weights}, self.out / f"policy_seed{seed}.pt")  # fmt: skip
+
+    def training_step(self, env: ALEnvironment, agent: DQNAgent, streams: Streams, obs: Observation,
+                      prev_miou: float) -> tuple[float, float, float | None, Observation | None]:  # fmt: skip
+        """One AL step of policy training from observation ``obs``: select (epsilon-greedy), label, train,
+        reward, observe the next state, store the K transitions, update the DQN. Returns (reward, D_R mIoU, DQN
+        loss or None, next observation or None when the episode's budget is spent)."""
+        c, timer = self.config, self.timers[PHASES[TRAIN]]
+        with timer.section("dqn"):
+            positions = agent.select(obs.actions, obs.state, explore=True).numpy()
+        ids = obs.pools.chosen(positions)[: c.train_budget - len(env.labelled)]
+        n = len(ids)
+        env.label(ids)
+        env.train_on(ids, streams.train)
+        miou = env.reward_miou()
+        terminal = len(env.labelled) >= c.train_budget
+        nxt = None if terminal else env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, streams.pools))
+        reward = 100.0 * (miou - prev_miou)
+        with timer.section("dqn"):
+            agent.remember(obs.state, obs.actions[:n], torch.from_numpy(positions[:n]), reward,
+                           None if terminal else nxt.state, None if terminal else nxt.actions[:n])  # fmt: skip
+            loss = agent.optimize()
+            agent.end_step()
+            if terminal:
+                agent.end_episode()
+        timer.step()
+        return reward, miou, loss, nxt
 
     def evaluate_policy(self, seed: int, name: str) -> None:
         c, exp, timer = self.config, self.exp, self.timers[PHASES[EVAL]]

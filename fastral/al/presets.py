@@ -180,10 +180,10 @@ CITYSCAPES = RalisConfig(
     replay_size=3200,
 )
 
-# Tuned for the no-argument run (about 5 minutes on 2 CPU cores, 8 when they are busy): 64x80 scenes, 16x16 regions (20 per image,
-# 5000 in D_V), a narrow FPN; theta_0 is pretrained on 10 generated scenes outside every split (the stand-in for
-# GTA5 pretraining), so that the budgets (64 and 128 regions, i.e. 32% and 64% more labelled pixels than theta_0
-# saw) matter. K = 16 regions per step; the policy trains for 10 short episodes of 4 steps per seed.
+# Tuned for the no-argument run (about 5 minutes on 2 idle CPU cores, 8 when they are busy): 64x80 scenes, 16x16
+# regions (20 per image, 5000 in D_V), a narrow FPN; theta_0 is pretrained on 10 generated scenes outside every split
+# (the stand-in for GTA5 pretraining), so that the budgets (64 and 128 regions, i.e. 32% and 64% more labelled
+# pixels than theta_0 saw) matter. K = 16 regions per step; the policy trains for 10 episodes of 4 steps per seed.
 STREETS = RalisConfig(
     dataset="streets",
     image_size=(64, 80),
