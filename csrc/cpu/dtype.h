@@ -48,9 +48,14 @@ FASTRAL_INLINE vf load(const Half* p) {
 
 // Whether lanes are valid (nonzero mask byte = ignored pixel).
 FASTRAL_INLINE vi unmasked(const uint8_t* p) {
+#if defined(__AVX2__)
+  const __m256i m = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  return reinterpret_cast<vi>(m) == splat(0);
+#else
   vu8 m;
   std::memcpy(&m, p, sizeof m);
   return __builtin_convertvector(m, vi) == splat(0);
+#endif
 }
 
 // A chunk of up to kLanes consecutive pixels; kFull means all kLanes are pixels, known at compile time.
@@ -63,7 +68,7 @@ struct Chunk {
     else return lane_index() < splat(static_cast<int32_t>(n));
   }
   template <class T>
-  vf load(const T* p) const {
+  auto load(const T* p) const {
     if constexpr (kFull) {
       return FASTRAL_ISA::load(p);
     } else {

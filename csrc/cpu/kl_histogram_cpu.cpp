@@ -163,12 +163,12 @@ void kl_histogram(const KlHistogramArgs& a) {
       const int64_t row0 = panel * kPanelRows;
       if (a.adaptive) {
         for (int64_t r = 0; r < kPanelRows; ++r) row_min[r] = splat(__builtin_inff()), row_max[r] = -row_min[r];
-        // vmin(acc, v) and vmax(acc, v) keep acc where v is NaN.
+        // vmin(v, acc) and vmax(v, acc) keep acc where v is NaN.
         sweep(d, row0, [&](int64_t r0, const Tile& t) {
 #pragma GCC unroll 6
           for (int r = 0; r < kTileRows; ++r) {
-            row_min[r0 + r] = vmin(vmin(row_min[r0 + r], t.v[r][0]), t.v[r][1]);
-            row_max[r0 + r] = vmax(vmax(row_max[r0 + r], t.v[r][0]), t.v[r][1]);
+            row_min[r0 + r] = vmin(t.v[r][1], vmin(t.v[r][0], row_min[r0 + r]));
+            row_max[r0 + r] = vmax(t.v[r][1], vmax(t.v[r][0], row_max[r0 + r]));
           }
         });
         for (int64_t r = 0; r < kPanelRows; ++r) {
@@ -192,8 +192,7 @@ void kl_histogram(const KlHistogramArgs& a) {
           for (int k = 0; k < 2; ++k) {
             const vf v = t.v[r][k];
             vf f = (v - l) * splat(scale[r0 + r]);
-            f = f > splat(0.0f) ? f : splat(0.0f);  // NaN -> 0
-            f = f < to_float(last) ? f : to_float(last);
+            f = vmin(vmax(f, splat(0.0f)), to_float(last));  // NaN -> 0
             vi i = __builtin_convertvector(f, vi);
             const vf fi = to_float(i);
             const vi down = v < l + fi * w;

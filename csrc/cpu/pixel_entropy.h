@@ -52,25 +52,25 @@ FASTRAL_INLINE PixelStats pixel_stats(const Reader& x, int64_t C, vf* e, const S
   constexpr bool kProbs = !std::is_same_v<Sink, NoProbs>;
   PixelStats st;
   vf best = x(0);
-  vi label = splat(0);
+  vi label = splat(0), cls = splat(0);
   vf total = best, low = best;
+#pragma GCC unroll 2
   for (int64_t c = 1; c < C; ++c) {
-    vf z = x(c);
+    const vf z = x(c);
     if constexpr (kArgmax) {
-      vi gt = z > best;
-      label = gt ? splat(static_cast<int32_t>(c)) : label;
-      best = gt ? z : best;
-    } else if constexpr (kFromLogits) {
-      best = vmax(best, z);
+      cls += splat(1);
+      label = z > best ? cls : label;
     }
+    if constexpr (kArgmax || kFromLogits) best = vmax(z, best);
     if constexpr (!kFromLogits) {
       total += z;
-      low = vmin(low, z);
+      low = vmin(z, low);
     }
   }
   st.label = label;
   if constexpr (kFromLogits) {
     vf s = splat(0.0f), t = splat(0.0f);
+#pragma GCC unroll 2
     for (int64_t c = 0; c < C; ++c) {
       vf z = x(c) - best;
       vf ez = exp(z);

@@ -4,15 +4,19 @@
 // Design. The work is split into items of at most kRowsPerItem image rows that never straddle a pooling-window
 // row (or the region's trailing rows that no window covers). An item walks its rows across the whole grid width,
 // so each class plane is read as one contiguous stream: per row, pixel_stats gives every pixel's entropy and
-// argmax (8 pixels per vector, see pixel_entropy.h) into a row buffer, which a scalar pass then folds into the
-// item's partial results for each region of the row: class counts, entropy sum/count, and min/max/sum/count of
-// each window. A second parallel loop gives each region to one thread, which combines its items' partials in item
-// order. Item boundaries do not depend on the thread count, so every output is bit-identical for any number of
-// threads. Sums are float32 within a window row segment and float64 across segments.
+// argmax (8 pixels per vector, see pixel_entropy.h) into a row buffer, which a second pass folds into the item's
+// partial results. Each region row of pixels splits into pw + 1 slots, the pw pooling windows and the rest (the
+// trailing columns; the whole row in the trailing rows); every slot keeps lane-wise min, max, sum and count over
+// the item's rows, reduced to one partial per (item, region, slot) at the end of the item. Class counts go
+// straight to the item's per-region counters. A second parallel loop gives each region to one thread, which
+// combines its items' partials in item order: a window from its slot in the items of its window row, the region
+// mean from every slot. Item boundaries do not depend on the thread count, so every output is bit-identical for
+// any number of threads. Sums are float32 within an item and float64 across items.
 //
-// Ignored pixels get label -1 in the row buffer and count nowhere; a chunk of 8 pixels that are all ignored is
-// not read. Scores of ignored pixels in a partly ignored chunk are loaded but affect no output and no flag.
-// Memory: O(W) per thread plus O(items * nx * (C + pw)) partials (about 1 MB for a Cityscapes frame).
+// Ignored pixels get label C in the row buffer: they count in a slot no output reads and are left out of every
+// entropy statistic. A chunk of 8 pixels that are all ignored is not read; scores of ignored pixels in a partly
+// ignored chunk are loaded but affect no output and no flag.
+// Memory: O(W) per thread plus O(items * nx * (C + pw)) partials (about 2 MB for a Cityscapes frame).
 #include <omp.h>
 
 #include <cstring>
@@ -31,28 +35,39 @@ struct Segment {
   int64_t row, rows, wy;
 };
 
-struct RegionAcc {
-  double sum;
-  int64_t n;
+// Entropy statistics of a set of pixels, lane-wise while an item runs (LaneStats) and reduced (Stats).
+struct LaneStats {
+  vf lo, hi, sum;
+  vi n;
 };
 
-struct WindowAcc {
+struct Stats {
   double sum;
   float lo, hi;
   int64_t n;
 };
 
-// Entropy and argmax (-1 for ignored pixels) of pixels [0, width) of one row.
+constexpr Stats kEmpty{0.0, __builtin_inff(), -__builtin_inff(), 0};
+
+FASTRAL_INLINE void combine(Stats& acc, const Stats& s) {
+  acc.sum += s.sum;
+  acc.lo = min_(acc.lo, s.lo);
+  acc.hi = max_(acc.hi, s.hi);
+  acc.n += s.n;
+}
+
+// Entropy and argmax (C for ignored pixels) of pixels [0, width) of one row.
 template <bool kFromLogits, class T>
 int row_stats(const T* x, int64_t plane, int64_t C, const uint8_t* mask, int64_t width, float* entropy,
               int32_t* label) {
+  const vi ignored = splat(static_cast<int32_t>(C));
   int flags = 0;
   for_each_chunk(0, width, [&](int64_t i, auto chunk) {
     vi valid = chunk.valid();
     if (mask != nullptr) {
       valid &= chunk.load_unmasked(mask + i);
       if (!any(valid)) {
-        chunk.store(label + i, splat(-1));
+        chunk.store(label + i, ignored);
         return;
       }
     }
@@ -60,33 +75,22 @@ int row_stats(const T* x, int64_t plane, int64_t C, const uint8_t* mask, int64_t
     PixelStats st = pixel_stats<kFromLogits, true>(reader, C, nullptr, NoProbs{});
     flags |= chunk_flags<kFromLogits>(st, valid, reader, C);
     chunk.store(entropy + i, st.entropy);
-    chunk.store(label + i, valid ? st.label : splat(-1));
+    chunk.store(label + i, valid ? st.label : ignored);
   });
   return flags;
 }
 
-// Folds pixels [0, n) of a row into a region's counts and entropy sum, and into a window if there is one.
-void accumulate(const float* entropy, const int32_t* label, int64_t n, int32_t* counts, RegionAcc& region,
-                WindowAcc* window) {
-  float lo = __builtin_inff(), hi = -__builtin_inff(), sum = 0.0f;
-  int64_t k = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    if (label[i] < 0) continue;
-    float h = entropy[i];
-    lo = min_(lo, h);
-    hi = max_(hi, h);
-    sum += h;
-    ++k;
-    ++counts[label[i]];
-  }
-  region.sum += sum;
-  region.n += k;
-  if (window != nullptr) {
-    window->sum += sum;
-    window->lo = min_(window->lo, lo);
-    window->hi = max_(window->hi, hi);
-    window->n += k;
-  }
+// Folds the entropies of pixels [0, n) of the row buffers into a slot, skipping ignored pixels.
+void fold(const float* entropy, const int32_t* label, int64_t n, vi ignored, LaneStats& s) {
+  const vf inf = splat(__builtin_inff());
+  for_each_chunk(0, n, [&](int64_t i, auto chunk) {
+    const vi ok = chunk.valid() & (chunk.load(label + i) != ignored);
+    const vf h = chunk.load(entropy + i);
+    s.lo = vmin(ok ? h : inf, s.lo);
+    s.hi = vmax(ok ? h : -inf, s.hi);
+    s.sum += ok ? h : splat(0.0f);
+    s.n -= ok;  // ok is -1 where true
+  });
 }
 
 template <bool kFromLogits, class T>
@@ -94,59 +98,68 @@ int run(const RegionStatsArgs& a, const T* x) {
   const int64_t C = a.C, H = a.H, W = a.W, rh = a.rh, rw = a.rw, ph = a.ph, pw = a.pw;
   const int64_t ny = H / rh, nx = W / rw, R = a.B * ny * nx;
   const int64_t kh = rh / ph, kw = rw / pw, width = nx * rw, plane = H * W;
+  const int64_t slots = pw + 1;  // per region row of pixels: the pw windows, then the rest
 
   // The segments of one region row; every region row is split the same way.
-  int64_t n_seg = ph * ((kh + kRowsPerItem - 1) / kRowsPerItem) + (rh - ph * kh + kRowsPerItem - 1) / kRowsPerItem;
+  const int64_t n_seg =
+      ph * ((kh + kRowsPerItem - 1) / kRowsPerItem) + (rh - ph * kh + kRowsPerItem - 1) / kRowsPerItem;
   Buffer<Segment> segs(n_seg);
   {
     int64_t k = 0;
     for (int64_t wy = 0; wy <= ph; ++wy) {
-      int64_t begin = wy * kh, end = wy < ph ? begin + kh : rh;
+      const int64_t begin = wy * kh, end = wy < ph ? begin + kh : rh;
       for (int64_t r = begin; r < end; r += kRowsPerItem)
         segs[k++] = Segment{r, min_(kRowsPerItem, end - r), wy < ph ? wy : -1};
     }
   }
   const int64_t items = a.B * ny * n_seg;
 
-  Buffer<int32_t> item_counts(items * nx * C);
-  Buffer<RegionAcc> item_regions(items * nx);
-  Buffer<WindowAcc> item_windows(items * nx * pw);
+  Buffer<int32_t> item_counts(items * nx * (C + 1));  // slot C: ignored pixels
+  Buffer<Stats> item_stats(items * nx * slots);
   const int nt = a.nthreads;
   Buffer<float> row_entropy(nt * width);
   Buffer<int32_t> row_label(nt * width);
+  Buffer<LaneStats> lane_stats(nt * nx * slots);
 
   int flags = 0;
 #pragma omp parallel num_threads(nt) reduction(| : flags)
   {
-    float* entropy = row_entropy.get() + omp_get_thread_num() * width;
-    int32_t* label = row_label.get() + omp_get_thread_num() * width;
+    const int tid = omp_get_thread_num();
+    float* entropy = row_entropy.get() + tid * width;
+    int32_t* label = row_label.get() + tid * width;
+    LaneStats* lanes = lane_stats.get() + tid * nx * slots;
+    const vi ignored = splat(static_cast<int32_t>(C));
 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t region_row = item / n_seg;  // b * ny + iy
       const Segment seg = segs[item % n_seg];
       const int64_t b = region_row / ny, y0 = (region_row % ny) * rh + seg.row;
-      int32_t* counts = item_counts.get() + item * nx * C;
-      RegionAcc* regions = item_regions.get() + item * nx;
-      WindowAcc* windows = item_windows.get() + item * nx * pw;
-      std::memset(counts, 0, nx * C * sizeof(int32_t));
-      for (int64_t i = 0; i < nx; ++i) regions[i] = RegionAcc{0.0, 0};
-      for (int64_t i = 0; i < nx * pw; ++i) windows[i] = WindowAcc{0.0, __builtin_inff(), -__builtin_inff(), 0};
+      int32_t* counts = item_counts.get() + item * nx * (C + 1);
+      std::memset(counts, 0, nx * (C + 1) * sizeof(int32_t));
+      const vf inf = splat(__builtin_inff());
+      for (int64_t i = 0; i < nx * slots; ++i) lanes[i] = LaneStats{inf, -inf, splat(0.0f), splat(0)};
 
       for (int64_t y = y0; y < y0 + seg.rows; ++y) {
         const uint8_t* mask = a.mask == nullptr ? nullptr : a.mask + b * plane + y * W;
         flags |= row_stats<kFromLogits>(x + b * C * plane + y * W, plane, C, mask, width, entropy, label);
         for (int64_t ix = 0; ix < nx; ++ix) {
           const int64_t x0 = ix * rw;
-          int32_t* cnt = counts + ix * C;
+          int32_t* cnt = counts + ix * (C + 1);
+#pragma GCC unroll 4
+          for (int64_t i = x0; i < x0 + rw; ++i) ++cnt[label[i]];
+          LaneStats* slot = lanes + ix * slots;
           if (seg.wy < 0) {
-            accumulate(entropy + x0, label + x0, rw, cnt, regions[ix], nullptr);
+            fold(entropy + x0, label + x0, rw, ignored, slot[pw]);
             continue;
           }
-          for (int64_t wx = 0; wx < pw; ++wx)
-            accumulate(entropy + x0 + wx * kw, label + x0 + wx * kw, kw, cnt, regions[ix], windows + ix * pw + wx);
-          accumulate(entropy + x0 + pw * kw, label + x0 + pw * kw, rw - pw * kw, cnt, regions[ix], nullptr);
+          for (int64_t wx = 0; wx < pw; ++wx) fold(entropy + x0 + wx * kw, label + x0 + wx * kw, kw, ignored, slot[wx]);
+          fold(entropy + x0 + pw * kw, label + x0 + pw * kw, rw - pw * kw, ignored, slot[pw]);
         }
+      }
+      for (int64_t i = 0; i < nx * slots; ++i) {
+        const LaneStats& s = lanes[i];
+        item_stats[item * nx * slots + i] = Stats{hsum(s.sum), hmin(s.lo), hmax(s.hi), hsum(s.n)};
       }
     }
 
@@ -155,27 +168,20 @@ int run(const RegionStatsArgs& a, const T* x) {
       const int64_t ix = r % nx, first = (r / nx) * n_seg;
       int32_t* counts = a.counts + r * C;
       std::memset(counts, 0, C * sizeof(int32_t));
-      RegionAcc region{0.0, 0};
-      for (int64_t k = 0; k < n_seg; ++k) {
-        const int64_t item = first + k;
-        const int32_t* cnt = item_counts.get() + (item * nx + ix) * C;
+      Stats region = kEmpty;
+      for (int64_t item = first; item < first + n_seg; ++item) {
+        const int32_t* cnt = item_counts.get() + (item * nx + ix) * (C + 1);
         for (int64_t c = 0; c < C; ++c) counts[c] += cnt[c];
-        region.sum += item_regions[item * nx + ix].sum;
-        region.n += item_regions[item * nx + ix].n;
+        for (int64_t s = 0; s < slots; ++s) combine(region, item_stats[(item * nx + ix) * slots + s]);
       }
       a.mean[r] = region.n ? static_cast<float>(region.sum / region.n) : 0.0f;
 
       float* pool = a.pool + r * 3 * ph * pw;
       for (int64_t wy = 0; wy < ph; ++wy) {
         for (int64_t wx = 0; wx < pw; ++wx) {
-          WindowAcc w{0.0, __builtin_inff(), -__builtin_inff(), 0};
+          Stats w = kEmpty;
           for (int64_t k = 0; k < n_seg; ++k) {
-            if (segs[k].wy != wy) continue;
-            const WindowAcc& part = item_windows[((first + k) * nx + ix) * pw + wx];
-            w.sum += part.sum;
-            w.lo = min_(w.lo, part.lo);
-            w.hi = max_(w.hi, part.hi);
-            w.n += part.n;
+            if (segs[k].wy == wy) combine(w, item_stats[((first + k) * nx + ix) * slots + wx]);
           }
           const int64_t cell = wy * pw + wx;
           pool[cell] = w.n ? w.lo : 0.0f;
