@@ -71,9 +71,9 @@ int row_stats(const T* x, int64_t plane, int64_t C, const uint8_t* mask, int64_t
         return;
       }
     }
-    auto reader = class_reader(x + i, plane, chunk);
-    PixelStats st = pixel_stats<kFromLogits, true>(reader, C, nullptr, NoProbs{});
-    flags |= chunk_flags<kFromLogits>(st, valid, reader, C);
+    const PixelStats st =
+        pixel_stats<kFromLogits, true>(score_reader(x + i, plane, chunk), C, valid, nullptr, NoProbs{});
+    flags |= st.flags;
     chunk.store(entropy + i, st.entropy);
     chunk.store(label + i, valid ? st.label : ignored);
   });
