@@ -95,6 +95,10 @@ setup(
     # kernels/ holds the Triton kernels; it is installed as fastral.kernels, never as a bare `kernels`.
     packages=[*find_packages(include=["fastral", "fastral.*"]), "fastral.kernels"],
     package_dir={"fastral.kernels": "kernels"},
-    ext_modules=[CMakeExtension("fastral._C", optional=False), CMakeExtension("fastral._C_cuda", optional=True)],
+    # fastral._C is required wherever its sources are present; the CUDA module wherever nvcc is found.
+    ext_modules=[
+        CMakeExtension("fastral._C", optional=not (ROOT / "csrc" / "cpu" / "bindings.cpp").exists()),
+        CMakeExtension("fastral._C_cuda", optional=True),
+    ],
     cmdclass={"build_ext": CMakeBuild},
 )

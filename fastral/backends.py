@@ -149,8 +149,8 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
     return backend
 
 
-def available_backends(device: str | torch.device = "cpu") -> dict[str, str]:
-    """For each backend, "" if it can run on ``device`` here, else the reason it cannot.
+def available_backends(device: str | torch.device = "cpu", op: str | None = None) -> dict[str, str]:
+    """For each backend, "" if it can run ``op`` (default: every op) on ``device`` here, else the reason why not.
 
     Example:
         >>> import fastral
@@ -158,11 +158,12 @@ def available_backends(device: str | torch.device = "cpu") -> dict[str, str]:
         ''
     """
     dev = torch.device(device)
+    ops = list(GPU_PREFERENCE) if op is None else [op]
     out = {}
     for name in BACKENDS:
         try:
-            for op in GPU_PREFERENCE:
-                _check_runs_on(name, op, dev)
+            for each in ops:
+                _check_runs_on(name, each, dev)
             out[name] = ""
         except BackendUnavailableError as exc:
             out[name] = str(exc)

@@ -146,9 +146,19 @@ class BaldAccumulator:
         self._sum_p: torch.Tensor | None = None
         self._sum_h: torch.Tensor | None = None
         self._kind: str | None = None
+        self._invalid = ""
+
+    def _check_valid(self) -> None:
+        if self._invalid:
+            raise ValueError(f"{OP}: BaldAccumulator is unusable ({self._invalid}); call reset() and start again")
 
     def update(self, scores: Any) -> None:
-        """Add one MC sample: ``[B, C, H, W]`` logits or probabilities, same shape and device every time."""
+        """Add one MC sample: ``[B, C, H, W]`` logits or probabilities, same shape and device every time.
+
+        A sample with NaN/inf (or, for probabilities, negative or all-zero pixels) raises ValueError; after a
+        rejected sample other than the first the accumulator must be :meth:`reset`.
+        """
+        self._check_valid()
         kind = array_kind(scores)
         x = as_tensor(scores, "scores", OP)
         check_ndim(OP, "scores", x, "[B, C, H, W]")
@@ -173,13 +183,18 @@ class BaldAccumulator:
             with stream_context(kind, x.device):
                 flags = _update(name, x, self.from_logits, first, self._sum_p, self._sum_h)
         if flags:
+            # The kernels read each sample once, so a bad value is found after the sums were updated: a rejected
+            # first sample leaves the accumulator empty, a later one leaves it unusable until reset().
             if first:
-                self.reset()  # a rejected first sample leaves the accumulator empty
+                self.reset()
+            else:
+                self._invalid = f"sample {self.samples + 1} was rejected after it was added to the running sums"
             raise_for_flags(OP, "scores", flags, x)
         self.samples += 1
 
     def compute(self, region: int | tuple[int, int] | None = None, ignore_mask: Any = None) -> BaldResult:
         """BALD of the samples so far (at least one), with optional per-region means as in :func:`bald`."""
+        self._check_valid()
         if self._sum_p is None:
             raise ValueError(f"{OP}: BaldAccumulator.compute needs at least one sample; call update() first")
         sum_p, sum_h = self._sum_p, self._sum_h

@@ -65,12 +65,15 @@ def reference_kl_histogram(
     if range is None:
         lo = torch.where(keep, kl, math.inf).amin(1, keepdim=True)
         hi = torch.where(keep, kl, -math.inf).amax(1, keepdim=True)
-        same = lo == hi  # numpy widens an empty range to +-0.5
-        lo, hi = torch.where(same, lo - 0.5, lo), torch.where(same, hi + 0.5, hi)
+        # numpy widens an empty range to +-0.5, which puts every value in the middle bin; say so directly rather
+        # than trust the rounding of v - (v - 0.5) against the middle edge.
+        same = lo == hi
+        idx = torch.where(same, bins // 2, histogram_bins(kl, lo, torch.where(same, lo + 1, hi), bins))
     else:
         lo = torch.full((M, 1), float(range[0]), dtype=dtype, device=kl.device)
         hi = torch.full((M, 1), float(range[1]), dtype=dtype, device=kl.device)
-    idx = torch.where(keep, histogram_bins(kl, lo, hi, bins), -1)
+        idx = histogram_bins(kl, lo, hi, bins)
+    idx = torch.where(keep, idx, -1)
     rows = torch.arange(M, device=kl.device).unsqueeze(1).expand_as(idx)
     hist = torch.zeros(M * bins + 1, dtype=dtype, device=kl.device)
     hist.index_add_(0, torch.where(idx >= 0, rows * bins + idx, M * bins).flatten(), torch.ones_like(kl).flatten())
@@ -94,7 +97,8 @@ def kl_histogram(
         q: ``[N, C]`` class distributions compared against.
         bins: number of equal-width bins.
         range: ``None`` for a per-row adaptive range ``[min_j KL, max_j KL]`` (numpy's rules: the last bin is
-            closed, an empty range widens to +-0.5), or ``(lo, hi)``, where values outside are not counted.
+            closed; an empty range widens to +-0.5, which puts all values in bin ``bins // 2``), or ``(lo, hi)``,
+            where values outside are not counted.
         exclude_self: leave out ``j == i`` (p's rows flattened over pools); needs as many rows in q as in p.
             Row sums are then 1 over N - 1 values.
         eps: both sides are floored at ``eps`` and renormalised, as ``scipy.stats.entropy`` sees

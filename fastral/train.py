@@ -1,0 +1,164 @@
+"""Supervised baseline: train the segmentation network on a whole split, early-stopping on another.
+
+    python -m fastral.train                                       # built-in streets scenes, no download
+    python -m fastral.train --dataset camvid --data-root ../shared/data/camvid --scale 0.5
+    python -m fastral.train --help                                # every flag
+
+Writes ``<out>/best.pt`` (best validation mIoU, atomically) and ``<out>/metrics.json`` (history, per-class IoU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ._atomic import write_json
+from .data import PRESETS, TrainItem, load_dataset
+from .models import MODEL_PRESETS, build_model, load_checkpoint
+from .training import TrainConfig, evaluate, fit
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m fastral.train",
+        description="Train the semantic FPN from scratch (or from --init-checkpoint) on every label of a split, "
+        "with early stopping on a validation split; report per-class IoU and mIoU.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="streets", choices=sorted(PRESETS), help="data set (streets is built in)")
+    d.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes / gta5 (not for streets)")
+    d.add_argument("--train-split", default="train", help="split to train on")
+    d.add_argument("--val-split", default="val", help="split for early stopping and the reported mIoU")
+    d.add_argument("--test-split", help="optional split evaluated once at the end with the best weights")
+    d.add_argument(
+        "--scale", type=float, default=1.0, help="resize factor for every image (e.g. 0.5 for CamVid on a CPU)"
+    )
+    d.add_argument("--max-train-images", type=int, help="train on only the first N images of the split")
+    d.add_argument("--max-val-images", type=int, help="validate on only the first N images of the split")
+    d.add_argument("--streets-seed", type=int, default=0, help="seed of the generated streets data set")
+    d.add_argument("--gta5-classes", default="cityscapes", choices=["cityscapes", "camvid"], help="class map for gta5")
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="compact", choices=sorted(MODEL_PRESETS), help="model size preset")
+    m.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"], help="override the preset's backbone")
+    m.add_argument("--width", type=int, help="override the backbone base width (64 = standard ResNet)")
+    m.add_argument("--fpn-channels", type=int, help="override the FPN channels")
+    m.add_argument("--head-channels", type=int, help="override the channels of each semantic branch")
+    m.add_argument("--dropout", type=float, default=0.5, help="dropout before the classifier (MC dropout)")
+    m.add_argument(
+        "--no-train-dropout", action="store_true", help="do not apply that dropout while training (official code)"
+    )
+    m.add_argument("--init-checkpoint", type=Path, help="start from these weights instead of from scratch")
+    m.add_argument(
+        "--init-skip-classifier", action="store_true", help="keep a fresh classifier (checkpoint with other classes)"
+    )
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=int, default=30, help="maximum number of epochs")
+    o.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val mIoU")
+    o.add_argument("--batch-size", type=int, default=8, help="training batch size")
+    o.add_argument("--eval-batch-size", type=int, default=8, help="evaluation batch size")
+    o.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="random crop size (default: whole images)")
+    o.add_argument("--no-hflip", action="store_true", help="disable random horizontal flips")
+    o.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (official code: 0.95)")
+    o.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay")
+    o.add_argument("--grad-clip", type=float, default=4.0, help="gradient-norm clipping (0 = off)")
+    o.add_argument("--lr-schedule", default="poly", choices=["poly", "constant"], help="learning-rate schedule")
+    r = p.add_argument_group("run")
+    r.add_argument("--seed", type=int, default=0, help="seed of weight init, dropout, shuffling, crops and flips")
+    r.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)"
+    )
+    r.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    r.add_argument("--out", type=Path, help="output folder (default: runs/train-<dataset>)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _dataset(args, split: str, num_images: int | None = None):
+    kw = {"scale": args.scale, "progress": not args.no_progress}
+    if args.dataset == "streets":
+        kw.update(seed=args.streets_seed, num_images=num_images)
+    elif args.dataset == "gta5":
+        kw["classes"] = args.gta5_classes
+    return load_dataset(args.dataset, args.data_root, split, **kw)
+
+
+def _plain(x):
+    """``x`` with NaN floats as None (strict JSON) and numpy scalars as Python numbers."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if hasattr(x, "item"):
+        x = x.item()
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = args.out or Path("runs") / f"train-{args.dataset}"
+    # streets generates only the images it needs; real data sets are read and then cut to the first N.
+    train = _dataset(args, args.train_split, args.max_train_images)
+    val = _dataset(args, args.val_split, args.max_val_images)
+    train_images = range(min(len(train), args.max_train_images or len(train)))
+    val_images = range(min(len(val), args.max_val_images or len(val)))
+    overrides = {k: v for k in ("backbone", "width", "fpn_channels", "head_channels") if (v := getattr(args, k))}
+    model = build_model(
+        train.num_classes, args.model, dropout=args.dropout, train_dropout=not args.no_train_dropout, **overrides
+    )
+    if args.init_checkpoint:
+        load_checkpoint(args.init_checkpoint, model, skip_classifier=args.init_skip_classifier)
+    model.to(args.device)
+    config = TrainConfig(
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
+        crop=tuple(args.crop) if args.crop else None, hflip=not args.no_hflip, grad_clip=args.grad_clip or None,
+    )  # fmt: skip
+    print(f"train: {train!r} ({len(train_images)} images)\nval:   {val!r} ({len(val_images)} images)")
+    print(f"model: {model.config} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    items = [TrainItem(i) for i in train_images]  # full labels, read per batch
+    start = time.perf_counter()
+    result = fit(
+        model, train, items, val, config, epochs=args.epochs, patience=args.patience, val_indices=val_images,
+        lr_schedule=args.lr_schedule, checkpoint=out / "best.pt", generator=torch.Generator().manual_seed(args.seed),
+        progress=not args.no_progress, eval_batch_size=args.eval_batch_size,
+    )  # fmt: skip
+    total = time.perf_counter() - start
+    epochs_run = len(result.history)
+    summary = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "best_epoch": result.best_epoch,
+        "best_val_miou": result.best_miou,
+        "val_iou": dict(zip(train.class_names, map(float, result.best.iou), strict=True)) if result.best else {},
+        "epochs_run": epochs_run,
+        "seconds_total": total,
+        "seconds_per_epoch_train": sum(h["train_s"] for h in result.history) / max(epochs_run, 1),
+        "seconds_per_epoch_total": total / max(epochs_run, 1),
+        "history": result.history,
+    }
+    print(f"\nbest val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch} of {epochs_run} "
+          f"({summary['seconds_per_epoch_train']:.1f} s/epoch training, {total:.0f} s in all)")  # fmt: skip
+    if result.best is not None:
+        print(result.best.table())
+    if args.test_split:
+        test = _dataset(args, args.test_split)
+        ev = evaluate(model, test, batch_size=args.eval_batch_size, progress=not args.no_progress)
+        summary["test_miou"] = ev.miou
+        summary["test_iou"] = dict(zip(test.class_names, map(float, ev.iou), strict=True))
+        print(f"\n{args.test_split} mIoU {100 * ev.miou:.2f}\n{ev.table()}")
+    write_json(out / "metrics.json", _plain(summary))
+    print(f"\nwrote {out / 'best.pt'} and {out / 'metrics.json'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

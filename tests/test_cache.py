@@ -1,0 +1,125 @@
+"""The HDF5 feature cache: hits and misses, interrupted writes, corruption, schema changes, concurrent use."""
+
+import multiprocessing as mp
+
+import h5py
+import pytest
+import torch
+
+from fastral.al.cache import SCHEMA_VERSION, FeatureCache, weights_hash
+from fastral.al.features import RegionFeatures
+
+R, D, C1 = 4, 7, 3
+
+
+def fake_features(images):
+    """Deterministic features per image, so any process can recompute and compare them."""
+    rows = [torch.arange(R * (D + C1 + 1), dtype=torch.float32).reshape(R, -1) + 1000 * i for i in images]
+    x = torch.cat(rows)
+    return RegionFeatures(x[:, :D], x[:, D : D + C1], x[:, -1])
+
+
+class Counter:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, images):
+        self.calls.append(list(images))
+        return fake_features(images)
+
+
+def assert_features_equal(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_computes_each_image_once_per_weights(tmp_path):
+    cache = FeatureCache(tmp_path / "f.h5", "toy/train", num_images=10, regions=R)
+    compute = Counter()
+    out = cache.features("w1", [3, 1, 7], compute)
+    assert_features_equal(out, fake_features([3, 1, 7]))
+    out = cache.features("w1", [7, 2, 3], compute)
+    assert_features_equal(out, fake_features([7, 2, 3]))
+    assert compute.calls == [[3, 1, 7], [2]]
+    cache.features("w2", [3], compute)  # other weights: computed again
+    assert compute.calls[-1] == [3]
+    reopened = FeatureCache(tmp_path / "f.h5", "toy/train", num_images=10, regions=R)
+    assert sorted(reopened.lookup("w1", range(10))) == [1, 2, 3, 7]
+
+
+def test_half_written_rows_read_as_missing(tmp_path):
+    cache = FeatureCache(tmp_path / "f.h5", "toy/train", num_images=5, regions=R)
+    cache.store("w", [0, 1], fake_features([0, 1]))
+    with h5py.File(tmp_path / "f.h5", "a") as f:  # a run killed after the rows, before the checksum
+        f["toy/train/w/checksum"][1] = 0
+        f["toy/train/w/base"][1] = 0.0
+    assert sorted(cache.lookup("w", [0, 1])) == [0]
+
+
+def test_corrupted_rows_fail_the_checksum(tmp_path):
+    cache = FeatureCache(tmp_path / "f.h5", "toy/train", num_images=5, regions=R)
+    cache.store("w", [2], fake_features([2]))
+    with h5py.File(tmp_path / "f.h5", "a") as f:
+        f["toy/train/w/class_dist"][2, 0, 0] += 1.0
+    with pytest.warns(UserWarning, match="image 2 failed its checksum"):
+        assert cache.lookup("w", [2]) == {}
+    compute = Counter()
+    with pytest.warns(UserWarning, match="image 2 failed its checksum"):
+        assert_features_equal(cache.features("w", [2], compute), fake_features([2]))
+    assert compute.calls == [[2]]
+    assert sorted(cache.lookup("w", [2])) == [2]  # rewritten
+
+
+def test_truncated_file_is_rebuilt_with_a_warning(tmp_path):
+    path = tmp_path / "f.h5"
+    FeatureCache(path, "toy", num_images=5, regions=R).store("w", [0, 1, 2, 3, 4], fake_features(range(5)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="unreadable .* rebuilt"):
+        cache = FeatureCache(path, "toy", num_images=5, regions=R)
+    assert cache.lookup("w", [0]) == {}
+    assert (tmp_path / "f.h5.stale").exists()
+
+
+def test_other_schema_version_is_rebuilt_with_a_warning(tmp_path):
+    path = tmp_path / "f.h5"
+    FeatureCache(path, "toy", num_images=5, regions=R).store("w", [0], fake_features([0]))
+    with h5py.File(path, "a") as f:
+        f.attrs["schema"] = SCHEMA_VERSION + 1
+    with pytest.warns(UserWarning, match="schema version"):
+        cache = FeatureCache(path, "toy", num_images=5, regions=R)
+    assert cache.lookup("w", [0]) == {}
+
+
+def _worker(path, worker, rounds, queue):
+    cache = FeatureCache(path, "toy", num_images=40, regions=R)
+    seen = 0
+    for r in range(rounds):
+        images = [(worker * 7 + r * 3 + k) % 40 for k in range(5)]
+        out = cache.features("shared", images, fake_features)
+        expected = fake_features(images)
+        seen += all(torch.equal(a, b) for a, b in zip(out, expected, strict=True))
+    queue.put(seen)
+
+
+def test_concurrent_processes_read_and_write_safely(tmp_path):
+    path = tmp_path / "f.h5"
+    FeatureCache(path, "toy", num_images=40, regions=R)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(path, w, 6, queue)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert sorted(queue.get() for _ in procs) == [6, 6, 6, 6]
+
+
+def test_weights_hash_follows_the_weights():
+    net = torch.nn.Linear(3, 2)
+    h = weights_hash(net)
+    assert h == weights_hash(net) and len(h) == 20
+    with torch.no_grad():
+        net.bias[0] += 1e-6
+    assert weights_hash(net) != h

@@ -1,0 +1,141 @@
+"""The RALIS query network, double-DQN targets, epsilon schedule and replay memory, on hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fastral.al.dqn import DQNAgent, DQNConfig, td_targets
+from fastral.al.query_network import QueryNetwork
+from fastral.al.replay import ReplayMemory, Transition
+
+R, DS, DA, N, K = 6, 10, 14, 5, 3  # state regions, state features, action features (4 of them KL), pool size, pools
+
+
+def network(seed=0):
+    torch.manual_seed(seed)
+    return QueryNetwork(state_dim=DS, state_regions=R, action_dim=DA, gate_dim=4)
+
+
+def test_double_dqn_targets_by_hand():
+    rewards = torch.tensor([1.0, 2.0, 3.0])
+    policy_next = torch.tensor([[0.1, 0.9, 0.3], [5.0, 1.0, 2.0]])  # picks a* = 1 for row 0, a* = 0 for row 1
+    target_next = torch.tensor([[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]])
+    out = td_targets(rewards, [0, 2], policy_next, target_next, gamma=0.5)
+    # transition 0: 1 + 0.5 * 20; transition 1 is terminal: 2; transition 2: 3 + 0.5 * 40
+    assert out.tolist() == [11.0, 2.0, 23.0]
+    assert td_targets(rewards, [], torch.zeros(0, 3), torch.zeros(0, 3), 0.5).tolist() == [1.0, 2.0, 3.0]
+
+
+def test_gate_scales_the_fused_value():
+    """Q = sigmoid(g) * f: with the gate's last conv fixed to output b, Q scales by sigmoid(b) / sigmoid(0)."""
+    net = network().eval()
+    actions, state = torch.randn(K, N, DA), torch.randn(1, R, DS)
+    gate_conv = net.gate[-1]
+    with torch.no_grad():
+        gate_conv.weight.zero_()
+        gate_conv.bias.fill_(0.0)
+        half = net(actions, state)
+        gate_conv.bias.fill_(2.0)
+        scaled = net(actions, state)
+    torch.testing.assert_close(scaled, half * (1 / (1 + math.exp(-2.0))) / 0.5)
+
+
+def test_shared_state_equals_repeated_state():
+    net = network().eval()
+    actions, state = torch.randn(K, N, DA), torch.randn(1, R, DS)
+    torch.testing.assert_close(net(actions, state), net(actions, state.expand(K, R, DS)))
+
+
+def test_shapes_are_checked():
+    net = network()
+    with pytest.raises(ValueError, match=r"actions must be \[B, N, 14\]"):
+        net(torch.randn(K, N, DA + 1), torch.randn(1, R, DS))
+    with pytest.raises(ValueError, match=r"state must be \[B, 6, 10\]"):
+        net(torch.randn(K, N, DA), torch.randn(1, R + 1, DS))
+
+
+def test_epsilon_schedule_is_the_official_one():
+    agent = DQNAgent(network(), DQNConfig())
+    values = []
+    for _ in range(3):
+        values.append(agent.epsilon())
+        agent.end_step()
+    assert values == pytest.approx([0.05 + 0.85 * math.exp(-t / 10) for t in range(3)])
+
+
+def test_select_is_greedy_per_pool_without_exploration():
+    agent = DQNAgent(network(), DQNConfig())
+    pools, state = torch.randn(K, N, DA), torch.randn(R, DS)
+    expected = agent.q_values(pools, state).argmax(1)
+    assert torch.equal(agent.select(pools, state, explore=False), expected)
+    agent.config.eps_end = agent.config.eps_start = 1.0  # always explore: uniform indices in range
+    picks = torch.stack([agent.select(pools, state, explore=True) for _ in range(50)])
+    assert picks.min() >= 0 and picks.max() < N and len(picks.unique()) > 1
+
+
+def fill(agent, steps, terminal_last=True):
+    for step in range(steps):
+        last = terminal_last and step == steps - 1
+        agent.remember(
+            torch.randn(R, DS), torch.randn(K, N, DA), torch.randint(0, N, (K,)), float(step),
+            None if last else torch.randn(R, DS), None if last else torch.randn(K, N, DA),
+        )  # fmt: skip
+        agent.end_step()
+
+
+def test_optimize_learns_the_reward_of_terminal_transitions():
+    """With only terminal transitions the target is the reward: the loss must fall towards zero."""
+    agent = DQNAgent(network(), DQNConfig(lr=1e-2, batch_size=8, buffer_size=64, eps_decay=1.0))
+    for _ in range(8):
+        agent.remember(torch.randn(R, DS), torch.randn(K, N, DA), torch.randint(0, N, (K,)), 0.5, None, None)
+    assert agent.memory.states and len(agent.memory) == 24
+    losses = [agent.optimize() for _ in range(150)]
+    assert losses[-1] < 0.2 * losses[0], (losses[0], losses[-1])
+
+
+def test_optimize_waits_for_a_full_batch_and_copies_the_target():
+    agent = DQNAgent(network(), DQNConfig(batch_size=16, target_update=2))
+    agent.remember(torch.randn(R, DS), torch.randn(K, N, DA), torch.zeros(K, dtype=torch.long), 1.0, None, None)
+    assert agent.optimize() is None  # 3 transitions < 16
+    fill(agent, 6)
+    assert agent.optimize() is not None
+    assert any(
+        not torch.equal(p, q)
+        for p, q in zip(agent.policy.state_dict().values(), agent.target.state_dict().values(), strict=True)
+    )
+    agent.end_step()  # steps in episode: 6 + 1 = 7 -> no copy; one more -> copy
+    agent.end_step()
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(agent.policy.state_dict().values(), agent.target.state_dict().values(), strict=True)
+    )
+
+
+def test_replay_ring_buffer_overwrites_oldest_and_drops_unused_states():
+    memory = ReplayMemory(capacity=4)
+    for i in range(6):
+        if i % 2 == 0:
+            state_id = memory.add_state(torch.full((R, DS), float(i)))
+        memory.push(Transition(state_id, torch.zeros(N, DA), i, float(i), None, None))
+    assert len(memory) == 4
+    assert sorted(t.action for t in memory.transitions) == [2, 3, 4, 5]  # 0 and 1 were overwritten
+    assert set(memory.states) == {1, 2}  # state 0 is no longer referenced
+    batch = memory.sample(4, np.random.default_rng(0))
+    assert sorted(t.action for t in batch) == [2, 3, 4, 5]  # without replacement
+
+
+def test_agent_state_round_trip_resumes_identically():
+    agent = DQNAgent(network(1), DQNConfig(batch_size=4), seed=3)
+    fill(agent, 4)
+    agent.optimize()
+    saved = agent.state_dict()
+    twin = DQNAgent(network(2), DQNConfig(batch_size=4), seed=99)
+    twin.load_state_dict(saved)
+    assert twin.epsilon() == agent.epsilon()
+    torch.manual_seed(0)
+    loss_a = agent.optimize()
+    torch.manual_seed(0)
+    loss_b = twin.optimize()
+    assert loss_a == loss_b

@@ -1,0 +1,160 @@
+"""kl_histogram: every backend against scipy.stats.entropy + np.histogram per row, and the float64 reference."""
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from _helpers import assert_histogram_row_matches, non_contiguous
+from conftest import DEVICE, backend_params
+
+from fastral import kl_histogram, reference_kl_histogram
+
+EPS = 1e-7
+# Rounding of a float32 KL value (|KL| <~ 20 with eps = 1e-7, C <= 20 terms), doubled because the adaptive
+# range's edges move with the rounding of the row's min and max. The float64 reference gets 1e-9.
+DELTA = {"float32": 4e-5, "float64": 1e-9}
+
+
+def distributions(rows, C, rng, zero_fraction=0.3, dtype=torch.float32):
+    """Unnormalised class distributions (counts-like scales) with exact zeros, some rows all zero."""
+    x = (
+        torch.rand(rows, C, generator=rng, dtype=torch.float64)
+        * torch.logspace(0, 4, rows, dtype=torch.float64)[:, None]
+    )
+    x = torch.where(torch.rand(rows, C, generator=rng, dtype=torch.float64) < zero_fraction, 0.0, x)
+    if rows > 3:
+        x[rows // 3] = 0.0  # an all-zero row is the uniform distribution after the eps floor
+    return x.to(dtype)
+
+
+def scipy_kl_rows(p, q, exclude_self=False):
+    """KL(p_i || q_j) for every j, row by row, exactly as scipy.stats.entropy computes it (float64)."""
+    p = np.maximum(p.reshape(-1, p.shape[-1]).double().numpy(), EPS)
+    q = np.maximum(q.double().numpy(), EPS)
+    rows = []
+    for i, pi in enumerate(p):
+        kl = scipy.stats.entropy(pi[None, :], q, axis=1)
+        rows.append(np.delete(kl, i) if exclude_self else kl)
+    return rows
+
+
+def check_against_scipy(hist, p, q, bins, value_range, exclude_self, delta):
+    hist = torch.as_tensor(hist).cpu().double().reshape(-1, bins).numpy()
+    rows = scipy_kl_rows(p, q, exclude_self)
+    assert hist.shape[0] == len(rows)
+    ambiguous = 0
+    for i, (h, kl) in enumerate(zip(hist, rows, strict=True)):
+        ambiguous += assert_histogram_row_matches(h, kl, bins, value_range, len(kl), delta, f"row {i}")
+    total = sum(len(kl) for kl in rows)
+    assert ambiguous <= max(2, 0.02 * total), f"{ambiguous} of {total} KL values lie within {delta} of a bin edge"
+
+
+CASES = [  # (p rows (or (K, M)), N, C, bins, range, exclude_self)
+    (37, 53, 11, 32, None, False),
+    ((3, 17), 51, 19, 32, None, True),  # K = 3 pools against their union, self excluded
+    (64, 64, 20, 32, None, True),
+    (40, 97, 19, 7, (0.0, 2.0), False),  # fixed range: values above 2 are not counted
+    (5, 301, 20, 33, (0.5, 30.0), False),
+    (1, 1, 1, 5, None, False),  # C = 1: every KL is 0, numpy puts it in the middle bin
+    (9, 1, 4, 32, None, False),  # one value per row: min == max
+]
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram"))
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_scipy_and_numpy(backend, case, rng):
+    rows, N, C, bins, value_range, exclude_self = case
+    shape = rows if isinstance(rows, tuple) else (rows,)
+    p = distributions(int(np.prod(shape)), C, rng).reshape(*shape, C)
+    q = distributions(N, C, rng)
+    out = kl_histogram(p.to(DEVICE), q.to(DEVICE), bins, value_range, exclude_self, backend=backend)
+    assert tuple(out.shape) == (*shape, bins)
+    check_against_scipy(out, p, q, bins, value_range, exclude_self, DELTA["float32"])
+    ref = reference_kl_histogram(p.double(), q.double(), bins, value_range, exclude_self)
+    check_against_scipy(ref, p, q, bins, value_range, exclude_self, DELTA["float64"])
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram", fast_only=True))
+def test_larger_pool_matches_scipy(backend, rng):
+    p, q = distributions(300, 20, rng), distributions(1000, 20, rng)
+    out = kl_histogram(p.to(DEVICE), q.to(DEVICE), 32, backend=backend)
+    check_against_scipy(out, p, q, 32, None, False, DELTA["float32"])
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram"))
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+def test_other_float_dtypes(backend, dtype, rng):
+    p, q = distributions(20, 19, rng, dtype=dtype), distributions(45, 19, rng, dtype=dtype)
+    out = kl_histogram(p.to(DEVICE), q.to(DEVICE), 16, backend=backend)
+    check_against_scipy(out, p, q, 16, None, False, DELTA["float32"])
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram"))
+def test_non_contiguous_inputs(backend, rng):
+    p, q = distributions(23, 12, rng), distributions(31, 12, rng)
+    out = kl_histogram(non_contiguous(p.to(DEVICE)), q.to(DEVICE).T.contiguous().T, 10, backend=backend)
+    check_against_scipy(out, p, q, 10, None, False, DELTA["float32"])
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram"))
+def test_identical_rows_fall_in_the_middle_bin(backend):
+    """Equal min and max: numpy widens the range to +-0.5, so every value lands in bin bins // 2."""
+    p = torch.tensor([[1.0, 2.0, 3.0]])
+    q = torch.tensor([[2.0, 1.0, 1.0]] * 6)
+    out = torch.as_tensor(kl_histogram(p.to(DEVICE), q.to(DEVICE), 8, backend=backend)).cpu()
+    assert out.tolist() == [[0, 0, 0, 0, 1, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram"))
+def test_empty_inputs(backend, rng):
+    q = distributions(10, 5, rng).to(DEVICE)
+    assert tuple(kl_histogram(torch.zeros(0, 5, device=DEVICE), q, 8, backend=backend).shape) == (0, 8)
+    assert tuple(kl_histogram(torch.zeros(2, 0, 5, device=DEVICE), q, 8, backend=backend).shape) == (2, 0, 8)
+    nothing_labelled = kl_histogram(q[:3], torch.zeros(0, 5, device=DEVICE), 8, backend=backend)
+    assert torch.as_tensor(nothing_labelled).cpu().tolist() == [[0.0] * 8] * 3
+    single = kl_histogram(q[:1], q[:1], 8, exclude_self=True, backend=backend)
+    assert torch.as_tensor(single).cpu().tolist() == [[0.0] * 8]
+
+
+@pytest.mark.parametrize("backend", backend_params("kl_histogram"))
+def test_bad_values_raise(backend):
+    q = torch.rand(4, 3)
+    for bad, message in ((float("nan"), "NaN or infinite"), (float("inf"), "NaN or infinite"), (-1.0, "must be >= 0")):
+        p = torch.rand(2, 3)
+        p[1, 2] = bad
+        with pytest.raises(ValueError, match=f"'p' .*{message}|'p' {message}"):
+            kl_histogram(p.to(DEVICE), q.to(DEVICE), backend=backend)
+        with pytest.raises(ValueError, match=f"'q' .*{message}|'q' {message}"):
+            kl_histogram(q.to(DEVICE), p.to(DEVICE), backend=backend)
+
+
+BAD_ARGUMENTS = [
+    ({"p": torch.rand(3)}, ValueError, "'p' must have 2 dimensions"),
+    ({"q": torch.rand(2, 4, 3)}, ValueError, "'q' must have 2 dimensions"),
+    ({"q": torch.rand(4, 5)}, ValueError, "same number .* of classes"),
+    ({"p": torch.ones(2, 3, dtype=torch.int64)}, TypeError, "'p' must be float32.*convert integer counts"),
+    ({"bins": 0}, ValueError, "'bins' must be >= 1"),
+    ({"bins": 2.5}, TypeError, "'bins' must be an int"),
+    ({"range": (1.0, 0.0)}, ValueError, "'range' must be finite with lo < hi"),
+    ({"range": (0.0, float("nan"))}, ValueError, "'range' must be finite"),
+    ({"range": 3}, TypeError, "'range' must be None or a pair"),
+    ({"exclude_self": True}, ValueError, "exclude_self=True pairs row i"),
+    ({"eps": 0.0}, ValueError, "'eps' must be a positive float"),
+    ({"backend": "cuda"}, Exception, "backend 'cuda'"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_raise_clear_errors(kwargs, error, message):
+    if kwargs.get("backend") == "cuda" and DEVICE.type == "cuda":
+        pytest.skip("cuda is a valid backend on the GPU")
+    args = {"p": torch.rand(2, 3), "q": torch.rand(4, 3), **kwargs}
+    with pytest.raises(error, match=message):
+        kl_histogram(**args)
+
+
+def test_numpy_in_numpy_out(rng):
+    p, q = distributions(4, 6, rng).numpy(), distributions(9, 6, rng).numpy()
+    out = kl_histogram(p, q, 5)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (4, 5)
+    np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-6)
