@@ -37,6 +37,7 @@ FASTRAL_INLINE Tile dot_tile(const float* p, const float* lq, int64_t C) {
   Tile t;
 #pragma GCC unroll 6
   for (int r = 0; r < kTileRows; ++r) t.v[r][0] = t.v[r][1] = splat(0.0f);
+#pragma GCC unroll 4
   for (int64_t c = 0; c < C; ++c) {
     const vf l0 = load(lq + c * kTileCols), l1 = load(lq + c * kTileCols + kLanes);
 #pragma GCC unroll 6
@@ -185,27 +186,29 @@ void kl_histogram(const KlHistogramArgs& a) {
 
       const vi last = splat(static_cast<int32_t>(bins - 1));
       sweep(d, row0, [&](int64_t r0, const Tile& t) {
-        alignas(32) int32_t idx[kTileRows][kTileCols];
+        alignas(32) int32_t slot[kTileRows][kTileCols];  // counter of each value in hist
 #pragma GCC unroll 6
         for (int r = 0; r < kTileRows; ++r) {
           const vf l = splat(lo[r0 + r]), h = splat(hi[r0 + r]), w = splat(width[r0 + r]);
+          const vi row = splat(static_cast<int32_t>((r0 + r) * (bins + 1)));
           for (int k = 0; k < 2; ++k) {
             const vf v = t.v[r][k];
             vf f = (v - l) * splat(scale[r0 + r]);
             f = vmin(vmax(f, splat(0.0f)), to_float(last));  // NaN -> 0
             vi i = __builtin_convertvector(f, vi);
             const vf fi = to_float(i);
+            // Edges are monotone, so at most one of the corrections applies; the last bin is closed.
             const vi down = v < l + fi * w;
-            const vf upper = i == last ? h : l + (fi + splat(1.0f)) * w;
-            const vi up = (v >= upper) & (i != last) & ~down;
-            i = i + down - up;  // masks are -1 where true
+            const vi up = v >= l + (fi + splat(1.0f)) * w;
+            i = vmin(i + down - up, last);  // masks are -1 where true
             const vi counted = (v >= l) & (v <= h);
-            store(idx[r] + k * kLanes, counted ? i : last + splat(1));
+            store(slot[r] + k * kLanes, row + (counted ? i : last + splat(1)));
           }
         }
+        // Interleaved over the rows: consecutive increments never hit the same counter.
         for (int k = 0; k < kTileCols; ++k) {
 #pragma GCC unroll 6
-          for (int r = 0; r < kTileRows; ++r) ++hist[(r0 + r) * (bins + 1) + idx[r][k]];
+          for (int r = 0; r < kTileRows; ++r) ++hist[slot[r][k]];
         }
       });
 

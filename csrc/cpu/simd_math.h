@@ -63,6 +63,13 @@ FASTRAL_INLINE vf vmax(vf a, vf b) {
   return a > b ? a : b;
 #endif
 }
+FASTRAL_INLINE vi vmin(vi a, vi b) {
+#if defined(__AVX2__)
+  return reinterpret_cast<vi>(_mm256_min_epi32(reinterpret_cast<__m256i>(a), reinterpret_cast<__m256i>(b)));
+#else
+  return a < b ? a : b;
+#endif
+}
 FASTRAL_INLINE vf to_float(vi v) { return __builtin_convertvector(v, vf); }
 FASTRAL_INLINE vi as_int(vf v) { return reinterpret_cast<vi>(v); }
 FASTRAL_INLINE vf as_float(vi v) { return reinterpret_cast<vf>(v); }
