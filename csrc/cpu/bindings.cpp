@@ -87,7 +87,8 @@ T* pointer(const char* op, const char* name, uintptr_t address, int64_t count) {
 }
 
 Dtype dtype_of(const char* op, int code) {
-  check(code >= 0 && code <= 2, op, "unknown dtype code " + std::to_string(code) + " (0 float32, 1 float16, 2 bfloat16)");
+  check(code >= 0 && code <= 2, op,
+        "unknown dtype code " + std::to_string(code) + " (0 float32, 1 float16, 2 bfloat16)");
   return static_cast<Dtype>(code);
 }
 

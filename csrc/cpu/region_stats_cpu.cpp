@@ -16,7 +16,7 @@
 // Ignored pixels get label C in the row buffer: they count in a slot no output reads and are left out of every
 // entropy statistic. A chunk of 8 pixels that are all ignored is not read; scores of ignored pixels in a partly
 // ignored chunk are loaded but affect no output and no flag.
-// Memory: O(W) per thread plus O(items * nx * (C + pw)) partials (about 2 MB for a Cityscapes frame).
+// Memory: O(W) per thread plus O(items * nx * (C + pw)) partials (about 1 MB for a Cityscapes frame).
 #include <omp.h>
 
 #include <cstring>

@@ -9,8 +9,9 @@
 //        Arguments below -87.7 give exactly 0 (between -87.7 and ln(FLT_MIN) = -87.34, subnormals); arguments
 //        are clamped above at 88.37 (the kernels only pass values <= 0); NaN propagates.
 //   log: x = 2^e m with m in [sqrt(1/2), sqrt(2)), log(1 + f) = f - f^2/2 + f^3 P(f) with a degree-7 minimax P
-//        (relative error 6e-9), max error ~0.9 ulp. For x >= FLT_MIN only; log(0) and subnormals give a finite value near -88 (so
-//        that 0 * log 0 = 0), negative and non-finite inputs a finite meaningless one: callers flag those.
+//        (relative error 6e-9), max error ~0.9 ulp. For x >= FLT_MIN only; log(0) and subnormals give a finite
+//        value near -88 (so that 0 * log 0 = 0), negative and non-finite inputs a finite meaningless one: callers
+//        flag those.
 // The polynomial coefficients were fitted for fastral (Lawson's iteratively reweighted least squares, in float64,
 // rounded to float32).
 #pragma once
