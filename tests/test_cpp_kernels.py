@@ -110,6 +110,16 @@ def test_kl_histogram_on_every_isa(isa, value_range, exclude_self, rng):
     torch.testing.assert_close(out.double().sum(1), ref.sum(1), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("bins", [32, 7])
+def test_kl_rows_of_equal_values_go_to_the_middle_bin(isa, bins, rng):
+    """One KL value per row: the widened range puts it on the middle edge, which float32 edges straddle."""
+    p = torch.rand(200, 5, generator=rng) ** 3
+    out = torch.as_tensor(fastral.kl_histogram(p, torch.rand(1, 5, generator=rng), bins, backend="cpp"))
+    expected = torch.zeros(200, bins)
+    expected[:, bins // 2] = 1.0
+    assert torch.equal(out, expected)
+
+
 def test_isas_agree(rng):
     """Integer outputs of every ISA are identical; float outputs agree to float32 rounding."""
     _C = _module()

@@ -127,6 +127,7 @@ void kl_histogram(const KlHistogramArgs& a) {
   Buffer<int32_t> hist_all(nt * kPanelRows * (bins + 1));
   Buffer<vf> range_all(nt * 2 * kPanelRows);
   Buffer<float> edges_all(nt * 4 * kPanelRows);
+  Buffer<bool> single_all(nt * kPanelRows);
   const Prepared d{M, N, C, p.get(), entropy.get(), lq.get(), a.exclude_self};
 
 #pragma omp parallel num_threads(nt)
@@ -158,6 +159,7 @@ void kl_histogram(const KlHistogramArgs& a) {
     float* hi = lo + kPanelRows;
     float* width = hi + kPanelRows;
     float* scale = width + kPanelRows;
+    bool* single = single_all.get() + tid * kPanelRows;  // adaptive range of a row whose KL values are all equal
     const float fbins = static_cast<float>(bins);
 
 #pragma omp for schedule(dynamic, 1)
@@ -176,11 +178,15 @@ void kl_histogram(const KlHistogramArgs& a) {
         for (int64_t r = 0; r < kPanelRows; ++r) {
           float l = row_min[r][0], h = row_max[r][0];
           for (int k = 1; k < kLanes; ++k) l = min_(l, row_min[r][k]), h = max_(h, row_max[r][k]);
-          if (l == h) l -= 0.5f, h += 0.5f;  // numpy widens an empty range
+          single[r] = l == h;
+          if (single[r]) l -= 0.5f, h += 0.5f;  // numpy widens an empty range
           lo[r] = l, hi[r] = h;
         }
       } else {
-        for (int64_t r = 0; r < kPanelRows; ++r) lo[r] = static_cast<float>(a.lo), hi[r] = static_cast<float>(a.hi);
+        for (int64_t r = 0; r < kPanelRows; ++r) {
+          lo[r] = static_cast<float>(a.lo), hi[r] = static_cast<float>(a.hi);
+          single[r] = false;
+        }
       }
       for (int64_t r = 0; r < kPanelRows; ++r) width[r] = (hi[r] - lo[r]) / fbins, scale[r] = fbins / (hi[r] - lo[r]);
       for (int64_t i = 0; i < kPanelRows * (bins + 1); ++i) hist[i] = 0;
@@ -217,6 +223,12 @@ void kl_histogram(const KlHistogramArgs& a) {
       for (int64_t r = 0; r < kPanelRows && row0 + r < M; ++r) {
         float* out = a.out + (row0 + r) * bins;
         for (int64_t b = 0; b < bins; ++b) out[b] = static_cast<float>(hist[r * (bins + 1) + b]) / kept_f;
+        if (single[r]) {
+          // Every value sits on the middle of the widened range: exactly on an edge for even bins, where float32
+          // edges fall either side. fastral's rule (numpy's in exact arithmetic) is bin bins / 2.
+          for (int64_t b = 0; b < bins; ++b) out[b] = 0.0f;
+          out[bins / 2] = 1.0f;
+        }
       }
     }
   }
