@@ -96,6 +96,7 @@ int update(const BaldUpdateArgs& a, const T* x) {
       chunk.store(sum_h + i, a.first ? st.entropy : chunk.load(sum_h + i) + st.entropy);
     });
     for (int64_t c = 0; c < C; ++c) {
+      if (c + kPrefetchRuns < C) prefetch_run<true>(a.sum_p + (b * C + c + kPrefetchRuns) * plane + begin, n);
       float* sum_p = a.sum_p + (b * C + c) * plane + begin;
       const float* p = tile + c * P;
       for_each_chunk(0, n, [&](int64_t i, auto chunk) {
