@@ -1,14 +1,10 @@
 """BALD with T = 20 MC-dropout samples of [1, 19, 512, 1024] logits: stacked, streaming, and peak memory."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import scipy.special
 import torch
-from conftest import compiled, run
+from conftest import compiled, peak_bytes_added, run
 
 import fastral
 from fastral import BaldAccumulator, bald, reference_bald
@@ -83,31 +79,23 @@ def test_numpy_xlogy_baal_style(benchmark, machine, samples, expected):
     check(torch.from_numpy(out), expected)
 
 
-PEAK_MEMORY = """
-import json, resource, sys, torch, fastral
-T, shape, mode = 20, (1, 19, 512, 1024), sys.argv[1]
+MC_SAMPLES = """
+import torch, fastral
+T, shape = 20, (1, 19, 512, 1024)
 def sample(t):  # stands for one MC-dropout forward
     return torch.randn(shape, generator=torch.Generator().manual_seed(t))
-base = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() // 1024  # current RSS, KiB
-if mode == "stacked":  # the reference needs every sample at once
-    fastral.reference_bald(torch.stack([sample(t) for t in range(T)]))
-else:
-    acc = fastral.BaldAccumulator()
-    for t in range(T):
-        acc.update(sample(t))
-    acc.compute()
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024))
+"""
+STACKED = "fastral.reference_bald(torch.stack([sample(t) for t in range(T)]))"  # needs every sample at once
+STREAMING = """
+acc = fastral.BaldAccumulator()
+for t in range(T):
+    acc.update(sample(t))
+acc.compute()
 """
 
 
-def peak_bytes(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", PEAK_MEMORY, mode], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)
-
-
 def test_streaming_peak_memory_is_10x_below_stacked_reference():
-    """Peak RSS over the RSS before the first sample, at T = 20 on [1, 19, 512, 1024], each in a fresh process
-    (run in CI too). The peak includes start-up, so this is an upper bound on what the computation added."""
-    stacked, streaming_peak = peak_bytes("stacked"), peak_bytes("streaming")
+    """Peak RSS added from the first sample on, at T = 20 on [1, 19, 512, 1024], each in a fresh process (CI too)."""
+    stacked, streaming_peak = peak_bytes_added(MC_SAMPLES, STACKED), peak_bytes_added(MC_SAMPLES, STREAMING)
     print(f"peak memory: stacked reference {stacked / 2**20:.0f} MiB, streaming {streaming_peak / 2**20:.0f} MiB")
     assert streaming_peak * 10 <= stacked, (stacked, streaming_peak)

@@ -1,13 +1,9 @@
 """kl_histogram with M = N = 25,600 candidates, C = 20, 32 adaptive bins: one official Cityscapes test step."""
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
-from conftest import compiled, run
+from conftest import compiled, peak_bytes_added, run
 
 import fastral
 from fastral import kl_histogram, reference_kl_histogram
@@ -93,22 +89,18 @@ def test_small_against_reference(benchmark, machine, pq, provider, request):
     assert_mostly_equal(out.numpy(), reference_kl_histogram(p.double(), q.double(), BINS).numpy(), len(q))
 
 
-PEAK_MEMORY = """
-import json, resource, torch, fastral
+INPUTS = """
+import torch, fastral
 g = torch.Generator().manual_seed(0)
 p, q = torch.rand(25_600, 20, generator=g), torch.rand(25_600, 20, generator=g)
-base = int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize() // 1024  # current RSS, KiB
-fastral.kl_histogram(p, q, 32, backend="cpp")
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024))
 """
 
 
 def test_cpp_never_materialises_the_matrix():
-    """Peak RSS over the RSS before the call, at M = N = 25,600, stays far below the 2.6 GB a float32 KL matrix
-    would take (CI too). The peak includes start-up, so this is an upper bound on what the call added."""
+    """The peak RSS a call adds at M = N = 25,600 stays far below the 2.6 GB a float32 KL matrix would take
+    (run in CI too)."""
     if reason := fastral.available_backends("cpu", "kl_histogram")["cpp"]:
         pytest.skip(reason)
-    out = subprocess.run([sys.executable, "-c", PEAK_MEMORY], check=True, capture_output=True, text=True)
-    grown = json.loads(out.stdout)
+    grown = peak_bytes_added(INPUTS, 'fastral.kl_histogram(p, q, 32, backend="cpp")')
     print(f"kl_histogram peak memory growth: {grown / 2**20:.1f} MiB")
     assert grown < 128 * 2**20, grown

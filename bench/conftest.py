@@ -8,7 +8,10 @@ harness and the parity checks cannot rot; a real run (`pytest bench/`) uses the 
 
 from __future__ import annotations
 
+import json
 import platform
+import subprocess
+import sys
 import time
 
 import pytest
@@ -78,3 +81,22 @@ def compiled(fn):
 def skip_compile_when_disabled(benchmark):
     if benchmark.disabled:
         pytest.skip("torch.compile providers only run when timing (each compile costs ~20 s)")
+
+
+_PEAK_PROBE = """
+import json
+def _rss_kib(field):  # VmRSS (now) or VmHWM (peak since the last reset), in KiB
+    return int(next(line for line in open('/proc/self/status') if line.startswith(field)).split()[1])
+{setup}
+open('/proc/self/clear_refs', 'w').write('5')  # reset the peak: imports and set-up do not count
+_base = _rss_kib('VmRSS')
+{work}
+print(json.dumps((_rss_kib('VmHWM') - _base) * 1024))
+"""
+
+
+def peak_bytes_added(setup: str, work: str) -> int:
+    """Peak RSS that ``work`` adds over the RSS after ``setup``, run in a fresh Python process (Linux)."""
+    script = _PEAK_PROBE.format(setup=setup, work=work)
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
