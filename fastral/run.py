@@ -27,7 +27,7 @@ import torch
 from . import available_backends
 from .al.experiment import prepare
 from .al.loop import Runner
-from .al.presets import POLICIES, PRESETS, RalisConfig, get_config
+from .al.presets import CONTROLS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
 from .al.report import summary_table, write_report
 from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
 from .data import DataLayoutError
@@ -65,7 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="streets", choices=sorted(PRESETS), help="data set (streets is built in)")
     p.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes (not for streets)")
     p.add_argument("--policy", nargs="+", default=["all"], choices=[*POLICIES, "all"], metavar="POLICY",
-                   help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all (default)")  # fmt: skip
+                   help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all (default); "
+                   f"{' and '.join(CONTROLS)} are controls: the query network untrained, and trained on shuffled "
+                   "rewards")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the segmentation network")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for small networks on a shared machine)")  # fmt: skip
@@ -92,15 +94,17 @@ def parser() -> argparse.ArgumentParser:
 
 def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
     """The effective configuration and policy list, or a parser error naming the bad argument."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RalisConfig) if f.name != "dataset"}
+    fields = [f for f in dataclasses.fields(RalisConfig) if f.metadata.get("cli", True)]
+    overrides = {f.name: getattr(args, f.name) for f in fields}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         config = get_config(args.dataset, **overrides)
     except ValueError as exc:
         p.error(str(exc))
     policies = list(POLICIES) if "all" in args.policy else list(dict.fromkeys(args.policy))
-    if "ralis" in policies and config.episodes < 1:
-        p.error(f"argument --episodes: the ralis policy needs >= 1 training episode, got {config.episodes}")
+    trained = [x for x in policies if x in TRAINED_POLICIES]
+    if trained and config.episodes < 1:
+        p.error(f"argument --episodes: the {trained[0]} policy needs >= 1 training episode, got {config.episodes}")
     if args.threads < 1:
         p.error(f"argument --threads: expected an integer >= 1, got {args.threads}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     runtime = {"device": args.device, "threads": args.threads}
     state = open_state(p, out, args.resume, run_key, runtime)
     started = time.perf_counter()
-    print(f"fastral.run: {config.dataset}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
+    smoke = " (SMOKE RUN: a quick end-to-end check, too few seeds for conclusions)" if config.preset == "smoke" else ""
+    print(f"fastral.run: {config.dataset}{smoke}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
           f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}")  # fmt: skip
     try:
         exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,

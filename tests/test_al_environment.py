@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import test_al_features as official
 import torch
 from _data_helpers import single_thread  # noqa: F401 (fixture)
 
@@ -92,13 +93,36 @@ def test_action_features_are_the_rows_of_their_regions(env):
     rows = torch.stack([image_features(env, r // PER_IMAGE).base[r % PER_IMAGE] for r in ids])
     torch.testing.assert_close(actions.reshape(12, -1)[:, :D], rows)
     assert (actions[..., D : D + 32] == 0).all()  # nothing labelled: no KL to the labelled set
-    dist = rows[:, :12]
-    torch.testing.assert_close(actions.reshape(12, -1)[:, D + 32 :], kl_histogram(dist, dist, 32))
+    # the KL inputs are the raw predicted counts (+ an empty ignore slot), floored at 1e-7 inside kl_histogram
+    counts = torch.stack([image_features(env, r // PER_IMAGE).class_counts[r % PER_IMAGE] for r in ids])
+    assert counts.shape == (12, 12) and (counts[:, -1] == 0).all() and (counts.sum(1) == 16 * 16).all()
+    torch.testing.assert_close(actions.reshape(12, -1)[:, D + 32 :], kl_histogram(counts, counts, 32))
     env.label([ids[0], ids[5]])
-    counts = torch.from_numpy(env.labelled.region_class_counts()).float()
-    labelled = counts / counts.sum(1, keepdim=True)  # ground truth, void included as the last slot
+    gt = torch.from_numpy(env.labelled.region_class_counts()).double()
+    labelled = torch.where(gt > 0, gt / gt.sum(1, keepdim=True), 1e-7)  # ground truth, void last, as officially
+    torch.testing.assert_close(env.labelled_distribution(), labelled.float())
     after = env.action_features(pools).reshape(12, -1)
-    torch.testing.assert_close(after[:, D : D + 32], kl_histogram(dist, labelled, 32))
+    torch.testing.assert_close(after[:, D : D + 32], kl_histogram(counts, labelled.float(), 32))
+
+
+def test_action_features_match_the_official_code(env):
+    """Through the environment: the gate's 64 columns of every candidate of a step equal the official code's
+    (official-code-facts.md §2, re-computed with numpy + scipy from the argmax and ground-truth maps)."""
+    rng = np.random.default_rng(7)
+    for _ in range(3):  # three steps of K = 6 labelled regions, picked from the step's pools as the loop does
+        env.label(env.sample_pools(6, 8, rng).chosen(rng.integers(0, 8, 6)))
+    pools = env.sample_pools(6, 10, rng)
+    actions = env.action_features(pools).reshape(60, -1).numpy()
+    with torch.no_grad():
+        argmax = np.stack([env.model(env.dataset.image(i)[None])[0].numpy().argmax(0) for i in range(len(env.dataset))])
+    gt = np.stack([env.dataset.label(i).numpy() for i in range(len(env.dataset))])
+    assert (gt == 255).any()  # void pixels, counted in the ignore slot of the ground truth
+    corners = lambda ids: official.corners(ids, PER_IMAGE, 5, REGION)  # noqa: E731
+    ref_lab, ref_pool, kl_rows = official.official_kl_columns(
+        argmax, gt, REGION, corners(pools.region_ids), corners(env.labelled.region_ids), 11
+    )
+    assert official.compare_histograms(actions[:, D : D + 32], ref_lab, [r[0] for r in kl_rows], "labelled") <= 1
+    assert official.compare_histograms(actions[:, D + 32 :], ref_pool, [r[1] for r in kl_rows], "pool") <= 1
 
 
 def test_state_and_entropy_scores(env):

@@ -6,7 +6,7 @@ import h5py
 import pytest
 import torch
 
-from fastral.al.cache import SCHEMA_VERSION, FeatureCache, weights_hash
+from fastral.al.cache import FIELDS, SCHEMA_VERSION, FeatureCache, _checksum, weights_hash
 from fastral.al.features import RegionFeatures
 
 R, D, C1 = 4, 7, 3
@@ -60,7 +60,7 @@ def test_corrupted_rows_fail_the_checksum(tmp_path):
     cache = FeatureCache(tmp_path / "f.h5", "toy/train", num_images=5, regions=R)
     cache.store("w", [2], fake_features([2]))
     with h5py.File(tmp_path / "f.h5", "a") as f:
-        f["toy/train/w/class_dist"][2, 0, 0] += 1.0
+        f["toy/train/w/class_counts"][2, 0, 0] += 1.0
     with pytest.warns(UserWarning, match="image 2 failed its checksum"):
         assert cache.lookup("w", [2]) == {}
     compute = Counter()
@@ -89,6 +89,29 @@ def test_other_schema_version_is_rebuilt_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="schema version"):
         cache = FeatureCache(path, "toy", num_images=5, regions=R)
     assert cache.lookup("w", [0]) == {}
+
+
+def test_schema_1_files_holding_class_fractions_are_never_read(tmp_path):
+    """Schema 1 stored the predicted class *fractions* as ``class_dist``; schema 2 stores the raw counts the KL
+    histograms need as ``class_counts``. An old file is moved aside, not read as counts."""
+    assert SCHEMA_VERSION == 2 and FIELDS == RegionFeatures._fields == ("base", "class_counts", "entropy_mean")
+    path = tmp_path / "f.h5"
+    old = fake_features([0])
+    with h5py.File(path, "w") as f:  # the schema-1 layout, complete and with a valid checksum
+        f.attrs["schema"] = 1
+        group = f.create_group("toy/w")
+        rows = [old.base.numpy(), old.class_counts.numpy() / 100, old.entropy_mean.numpy()]
+        for name, r in zip(("base", "class_dist", "entropy_mean"), rows, strict=True):
+            group.create_dataset(name, data=r[None].repeat(5, 0))
+        group.create_dataset("checksum", data=[_checksum(rows)] * 5, dtype="uint32")
+    with pytest.warns(UserWarning, match=r"schema version \S*1\)?, expected 2"):
+        cache = FeatureCache(path, "toy", num_images=5, regions=R)
+    assert cache.lookup("w", range(5)) == {}
+    compute = Counter()
+    assert_features_equal(cache.features("w", [0], compute), fake_features([0]))
+    assert compute.calls == [[0]]
+    with h5py.File(tmp_path / "f.h5.stale", "r") as f:
+        assert f.attrs["schema"] == 1 and "class_dist" in f["toy/w"]
 
 
 def _worker(path, worker, rounds, queue):

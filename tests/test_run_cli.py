@@ -10,22 +10,27 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from fastral import run as cli
-from fastral.al.presets import RalisConfig
+from fastral.al.experiment import prepare
+from fastral.al.loop import Runner
+from fastral.al.presets import TRAINED_POLICIES, RalisConfig
+from fastral.al.run_state import Streams
 from fastral.models import SemanticFPN, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-# Two seeds, four policies, two budgets, three policy-training episodes of two steps; seconds on one core.
+# Two seeds, six policies, two budgets, three policy-training episodes of two steps, two final trainings of three
+# iterations per budget; seconds on one core.
 TINY = ["--image-size", "64", "80", "--region", "16", "16", "--streets-images", "40", "8", "8", "--d-s", "2",
         "--d-t", "8", "--width", "4", "--fpn-channels", "8", "--head-channels", "4", "--pretrain-images", "8",
         "--pretrain-epochs", "1", "--regions-per-step", "2", "--train-pool-size", "3", "--pool-size", "3",
         "--baseline-pool-size", "3", "--uniform-pool-size", "5", "--train-budget", "4", "--episodes", "3",
-        "--budgets", "2", "4", "--seeds", "0", "1", "--batch-size", "2", "--crop", "48", "48", "--final-epochs", "2",
-        "--final-patience", "1", "--bald-samples", "3", "--dqn-batch-size", "4", "--replay-size", "16",
-        "--eval-batch-size", "8", "--no-progress"]  # fmt: skip
+        "--budgets", "2", "4", "--seeds", "0", "1", "--batch-size", "2", "--crop", "48", "48",
+        "--final-iterations", "3", "--final-repeats", "2", "--bald-samples", "3", "--dqn-batch-size", "4",
+        "--replay-size", "16", "--eval-batch-size", "8", "--no-progress"]  # fmt: skip
 COMPARED = ("theta0", "policy_training", "evaluations", "summary", "splits", "config")
 
 
@@ -45,32 +50,44 @@ def test_end_to_end_writes_every_output(reference):
     out, results = reference
     for name in ("results.json", "results.csv", "selected_regions.json", "miou_vs_budget.png",
                  "class_frequencies.png", "selected_regions.png", "policy_seed0.pt", "policy_seed1.pt",
-                 "theta0.pt", "splits.json", "features.h5", "run_state.pt"):  # fmt: skip
+                 "policy_seed0_ralis-shuffled.pt", "policy_seed1_ralis-shuffled.pt", "theta0.pt", "splits.json",
+                 "features.h5", "run_state.pt"):  # fmt: skip
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     evaluations = results["evaluations"]
+    policies = ("ralis", "uniform", "entropy", "bald", "ralis-untrained", "ralis-shuffled")
     assert {(e["seed"], e["policy"], e["budget"]) for e in evaluations} == {
-        (s, p, b) for s in (0, 1) for p in ("ralis", "uniform", "entropy", "bald") for b in (2, 4)
+        (s, p, b) for s in (0, 1) for p in policies for b in (2, 4)
     }
     for e in evaluations:
         assert 0 <= e["test_miou"] <= 1 and len(e["test_iou"]) == 11 and sum(e["labelled_pixels"]) > 0
-        assert e["final_epochs"] >= 1 and 0 <= e["class_entropy"] <= torch.log(torch.tensor(11.0))
+        assert 0 <= e["class_entropy"] <= torch.log(torch.tensor(11.0))
+        assert len(e["test_miou_repeats"]) == 2 and e["test_miou"] == pytest.approx(np.mean(e["test_miou_repeats"]))
+        assert e["final_iterations"] == 3  # the same fixed training for every policy at every budget
+    assert set(results["policy_training"]) == {f"{s}/{p}" for s in (0, 1) for p in ("ralis", "ralis-shuffled")}
     rows = list(csv.DictReader((out / "results.csv").read_text().splitlines()))
     assert len(rows) == 1 + len(evaluations) and rows[0]["policy"] == "theta0"
     assert {"iou_pedestrian", "pixels_bicyclist", "rare_pixel_fraction"} <= set(rows[0])
     summary = {(r["policy"], r["budget"]): r for r in results["summary"]}
     assert summary[("bald", 4)]["seeds"] == [0, 1] and summary[("bald", 4)]["test_miou_std"] is not None
+    assert summary[("bald", 4)]["test_miou_repeat_std"] is not None and summary[("bald", 4)]["repeats"] == [2, 2]
+    paired = {(d["policy"], d["budget"]): d for d in results["paired_differences"]}
+    assert set(paired) == {(p, b) for p in policies if p != "uniform" for b in (2, 4)}
+    by_key = {(e["policy"], e["budget"], e["seed"]): e["test_miou"] for e in evaluations}
+    d = paired[("ralis", 4)]
+    assert d["differences"] == pytest.approx([by_key[("ralis", 4, s)] - by_key[("uniform", 4, s)] for s in (0, 1)])
+    assert d["ci"][0] <= d["mean"] <= d["ci"][1]
     for phase in ("policy_training", "evaluation"):
         per_step = results["timing"][phase]["seconds_per_step"]
         assert {"segmentation_forward", "featurizers", "dqn", "training", "reward_evaluation"} <= set(per_step)
-    assert results["timing"]["policy_training"]["steps"] == 2 * 3 * 2  # seeds x episodes x steps
+    assert results["timing"]["policy_training"]["steps"] == 2 * 2 * 3 * 2  # seeds x trained policies x episodes x steps
     assert results["timing"]["evaluation"]["seconds_per_step"]["reward_evaluation"] == 0  # not needed there
 
 
 def test_selected_regions_list_labelling_order_and_pixel_boxes(reference):
     out, _ = reference
     selected = json.loads((out / "selected_regions.json").read_text())
-    assert len(selected["runs"]) == 8
+    assert len(selected["runs"]) == 12
     for run in selected["runs"]:
         regions = run["regions"]
         assert [r["order"] for r in regions] == [0, 1, 2, 3] and [r["step"] for r in regions] == [0, 0, 1, 1]
@@ -90,6 +107,47 @@ def test_rewards_are_gains_over_the_previous_miou_from_theta0(reference):
             mious = [start, *ep["d_r_miou"]]
             assert ep["rewards"] == pytest.approx([100 * (b - a) for a, b in itertools.pairwise(mious)], abs=1e-9)
             assert ep["return"] == pytest.approx(100 * (ep["final_d_r_miou"] - start), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def runner(reference):
+    """A Runner over the reference run's experiment (theta_0, splits and cache reused), with its saved state."""
+    out, _ = reference
+    p = cli.parser()
+    config, _ = cli.resolve(p.parse_args(TINY), p)
+    threads = torch.get_num_threads()
+    try:
+        exp = prepare(config, None, out, torch.device("cpu"), progress=False, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    return Runner(exp, ["uniform"], out, torch.load(out / "run_state.pt", weights_only=True), progress=False)
+
+
+def test_final_training_repeats_differ_only_by_their_seed(runner):
+    """A repeat is a function of (labelled set, network, seed, budget, repeat index) only, not of the policy: run
+    twice it gives the same numbers, another repeat index other ones, and the trajectory's network is untouched."""
+    env = runner.make_env(runner.exp.images("d_v"), runner.timers["evaluation"], runner.exp.theta0)
+    env.label(env.sample_pools(4, 3, np.random.default_rng(0)).region_ids[:, 0])
+    before = {k: v.clone() for k, v in env.model.state_dict().items()}
+    first, again, other = (runner.final_training(env, 0, 4, r) for r in (0, 0, 1))
+    assert first == again and first != other
+    assert all(torch.equal(v, env.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_controls_differ_from_ralis_only_in_how_the_network_is_obtained(runner):
+    """ralis-untrained is the query network at the initialisation ralis and ralis-shuffled start from; those two
+    are trained (ralis-shuffled on shuffled rewards) and end elsewhere."""
+    env = runner.make_env(runner.exp.images("d_v"), runner.timers["evaluation"], runner.exp.theta0)
+    streams = Streams((0, "eval", "x"), (0, "eval"))
+    weights = {p: runner.make_policy(p, env, streams, 0).agent.policy.state_dict() for p in TRAINED_POLICIES}
+    untrained = runner.make_policy("ralis-untrained", env, streams, 0).agent.policy.state_dict()
+    initial = runner.make_agent(0, "ralis").policy.state_dict()
+    assert all(torch.equal(v, initial[k]) for k, v in untrained.items())
+    for p in TRAINED_POLICIES:
+        assert not all(torch.equal(v, initial[k]) for k, v in weights[p].items()), p
+    assert not all(torch.equal(v, weights["ralis"][k]) for k, v in weights["ralis-shuffled"].items())
+    assert runner.make_agent(0, "ralis-shuffled").config.shuffle_rewards
+    assert not runner.make_agent(0, "ralis").config.shuffle_rewards
 
 
 def _run(out: Path, *extra: str) -> subprocess.Popen:
@@ -124,6 +182,7 @@ def test_kill_9_and_resume_ends_like_an_uninterrupted_run(reference, tmp_path):
     assert saved["task_index"] == 0 and saved["task"]["kind"] == "train" and saved["task"]["episode"] in (1, 2)
     assert len(saved["task"]["agent"]["memory"]["transitions"]) >= 6  # the replay memory is part of the state
     _kill_after_checkpoints(_run(out, "--resume"), out / "run_state.pt", 6)  # again, later on
+    _kill_after_checkpoints(_run(out, "--resume"), out / "run_state.pt", 14)  # and in an evaluation
     proc = _run(out, "--resume")
     assert proc.wait(timeout=300) == 0, Path(f"{out}.log").read_text()
     resumed = json.loads((out / "results.json").read_text())
@@ -195,7 +254,8 @@ def test_help_documents_every_preset_value(capsys):
     text = capsys.readouterr().out
     flags = ["--dataset", "--data-root", "--policy", "--budgets", "--seeds", "--episodes", "--device", "--out",
              "--resume"]  # fmt: skip
-    flags += ["--" + f.name.replace("_", "-") for f in dataclasses.fields(RalisConfig) if f.name != "dataset"]
+    fields = [f for f in dataclasses.fields(RalisConfig) if f.metadata.get("cli", True)]
+    flags += ["--" + f.name.replace("_", "-") for f in fields]
     assert all(flag in text for flag in flags), [f for f in flags if f not in text]
 
 
@@ -223,5 +283,5 @@ def test_policy_training_and_pretraining_can_start_from_other_weights(tmp_path):
     assert results["theta0"]["pretraining"]["from"] == str(tmp_path / "other.pt")
     start = results["theta0"]["policy_training_theta0"]["d_r_miou"]
     assert start != results["theta0"]["d_r_miou"]
-    episode = results["policy_training"]["0"][0]
+    episode = results["policy_training"]["0/ralis"][0]
     assert episode["rewards"][0] == pytest.approx(100 * (episode["d_r_miou"][0] - start), abs=1e-9)

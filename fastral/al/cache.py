@@ -8,7 +8,8 @@ File layout (one HDF5 file, any number of data sets and weights)::
     /                                   attrs: schema (SCHEMA_VERSION)
     /<namespace>/<weights hash>/        one group per data set (+ region spec) and weights
         base          [images, R, D]    float32, chunked per image, gzip-compressed
-        class_dist    [images, R, C+1]  float32
+        class_counts  [images, R, C+1]  float32 raw predicted pixel counts (schema 2; schema 1 stored fractions
+                                        as ``class_dist``)
         entropy_mean  [images, R]       float32
         checksum      [images]          uint32 CRC-32 of the image's rows, 0 = not written
 
@@ -38,8 +39,8 @@ import torch
 
 from .features import RegionFeatures
 
-SCHEMA_VERSION = 1
-FIELDS = ("base", "class_dist", "entropy_mean")
+SCHEMA_VERSION = 2  # 2: class_counts (raw counts, the official KL inputs) replaced class_dist (fractions)
+FIELDS = ("base", "class_counts", "entropy_mean")  # RegionFeatures._fields
 DAMAGE = (OSError, KeyError, RuntimeError, TypeError, ValueError)  # what h5py raises on a damaged file
 
 

@@ -38,6 +38,9 @@ class DQNConfig:
     eps_start: float = 0.9  # epsilon = eps_end + (eps_start - eps_end) * exp(-steps / eps_decay), over all steps
     eps_end: float = 0.05
     eps_decay: float = 10.0
+    # The ralis-shuffled control: each sampled transition learns from the reward of another random transition in
+    # memory (same reward distribution, no link between an action and what it earned).
+    shuffle_rewards: bool = False
 
 
 def td_targets(
@@ -112,7 +115,11 @@ class DQNAgent:
         states = torch.stack([self.memory.states[t.state_id] for t in batch])
         pools = torch.stack([t.actions for t in batch])
         actions = torch.tensor([t.action for t in batch])
-        rewards = torch.tensor([t.reward for t in batch], dtype=torch.float32)
+        if c.shuffle_rewards:
+            donors = self.rng.integers(0, len(self.memory), size=len(batch))
+            rewards = torch.tensor([self.memory.transitions[j].reward for j in donors], dtype=torch.float32)
+        else:
+            rewards = torch.tensor([t.reward for t in batch], dtype=torch.float32)
         live = [i for i, t in enumerate(batch) if t.next_state_id is not None]
         policy_next = target_next = torch.zeros(0, pools.shape[1])
         if live:

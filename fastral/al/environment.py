@@ -30,7 +30,7 @@ from .. import BaldAccumulator
 from ..data import LabeledRegions
 from ..training import TrainConfig, evaluate, make_optimizer, train_steps
 from .cache import FeatureCache, weights_hash
-from .features import RegionFeatures, action_features, class_distribution, region_features
+from .features import RegionFeatures, action_features, ground_truth_distribution, region_features
 from .timing import Timer
 
 
@@ -210,18 +210,19 @@ class ALEnvironment:
         return self.features(self.state_images).base
 
     def labelled_distribution(self) -> torch.Tensor:
-        """``[L, C+1]`` ground-truth class fractions of the labelled regions (void last, as officially)."""
-        counts = torch.from_numpy(self.labelled.region_class_counts())
-        return class_distribution(counts[:, :-1], counts[:, -1])
+        """``[L, C+1]`` ground-truth class fractions of the labelled regions, in labelling order, as the official
+        ``balance_cl``: void included as the last slot, 1e-7 for absent classes, not renormalised."""
+        return ground_truth_distribution(torch.from_numpy(self.labelled.region_class_counts()))
 
     def action_features(self, pools: Pools) -> torch.Tensor:
         """``[K, N, Da]`` action features: base features + KL histograms to the labelled set and to all K*N
-        candidates of this step."""
+        candidates of this step (pools flattened in order), from the candidates' raw predicted counts as in the
+        official code (see :mod:`fastral.al.features`)."""
         images, rows = self._candidate_rows(pools)
         feats = self.features(images)
         with self.timer.section("featurizers"):
-            base, dist = feats.base[rows].to(self.device), feats.class_dist[rows].to(self.device)
-            actions = action_features(base, dist, self.labelled_distribution().to(self.device), self.kl_bins)
+            base, counts = feats.base[rows].to(self.device), feats.class_counts[rows].to(self.device)
+            actions = action_features(base, counts, self.labelled_distribution().to(self.device), self.kl_bins)
         return actions.cpu().reshape(*pools.shape, -1)
 
     def observe(self, pools: Pools) -> Observation:

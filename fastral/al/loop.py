@@ -1,26 +1,34 @@
 """The RALIS loop: policy-training episodes on D_T, then every policy on D_V at a list of budgets.
 
-A run is a fixed list of tasks (:func:`plan`): per seed, training the query network (if ``ralis`` is among the
-policies), then one evaluation per policy. After every AL step the whole run state is written atomically
-(:mod:`fastral.al.run_state`), so ``--resume`` continues from the last finished step.
+A run is a fixed list of tasks (:func:`plan`): per seed, training the query network of each trained policy
+(``ralis``, and the ``ralis-shuffled`` control), then one evaluation per policy. After every AL step (and every
+final training) the whole run state is written atomically (:mod:`fastral.al.run_state`), so ``--resume``
+continues from the last finished one.
 
-**Policy training** (one task per seed): ``episodes`` episodes; each starts from theta_0 with nothing labelled
-and runs steps of K regions until ``train_budget`` regions are labelled. A step: the agent picks one candidate per
-pool (epsilon-greedy), the oracle labels them, the network trains on them, the reward is 100 x the D_R mIoU gain
-(the first one against theta_0's mIoU: the official code's first reward is the mIoU itself), the next state is
-observed, the K transitions are stored (the last step's are terminal) and the DQN takes one update.
+**Policy training** (one task per seed and trained policy): ``episodes`` episodes; each starts from theta_0 with
+nothing labelled and runs steps of K regions until ``train_budget`` regions are labelled. A step: the agent picks
+one candidate per pool (epsilon-greedy), the oracle labels them, the network trains on them, the reward is 100 x
+the D_R mIoU gain (the first one against theta_0's mIoU: the official code's first reward is the mIoU itself), the
+next state is observed, the K transitions are stored (the last step's are terminal) and the DQN takes one update.
+``ralis-shuffled`` trains the same way on rewards shuffled across its replay memory; ``ralis-untrained`` is the
+query network at its initialisation (the same initial weights as the other two at a seed).
 
 **Evaluation** (one task per seed and policy): from theta_0, steps of K regions on D_V with the policy's pool size
-until the largest budget; when the labelled count reaches a budget, a copy of the network is trained on all
-labelled regions until D_R stops improving (``final_patience``), and its best-on-D_R weights are tested on the
-test split. The trajectory itself continues from the un-finetuned network, so every budget sees exactly what a
-separate run to that budget would (as the official code, which runs each budget separately).
+until the largest budget. When the labelled count reaches a budget, ``final_repeats`` copies of the network are
+each trained for exactly ``final_iterations`` SGD iterations on all labelled regions (items drawn per labelled
+region, poly-decayed learning rate) and their last weights are tested: every policy at a budget gets the same
+training, and repeat r uses the same seed for every policy (common random numbers, so paired differences between
+policies do not carry the training noise twice). The trajectory itself continues from the un-finetuned network, so
+every budget sees exactly what a separate run to that budget would (as the official code, which runs each budget
+separately). The per-step training inside a trajectory is one item per newly labelled region, i.e. the same
+ceil(K / batch) iterations per step for every policy: it has no such bias.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +36,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .._atomic import torch_save
-from ..training import evaluate, fit
+from ..training import evaluate, make_optimizer, poly_schedule, train_steps
 from .dqn import DQNAgent, DQNConfig
 from .environment import ALEnvironment, Observation, Pools
 from .experiment import Experiment
 from .policies import BaldPolicy, EntropyPolicy, Policy, RalisPolicy, UniformPolicy
+from .presets import TRAINED_POLICIES
 from .query_network import QueryNetwork
 from .run_state import Streams, derive_seed, save_state
 from .timing import Timer
@@ -45,10 +54,14 @@ def plan(seeds, policies) -> list[tuple[str, int, str]]:
     """The run's tasks in order: ``(kind, seed, policy)``."""
     tasks = []
     for seed in seeds:
-        if "ralis" in policies:
-            tasks.append((TRAIN, seed, "ralis"))
+        tasks += [(TRAIN, seed, p) for p in TRAINED_POLICIES if p in policies]
         tasks += [(EVAL, seed, p) for p in policies]
     return tasks
+
+
+def policy_file(seed: int, policy: str) -> str:
+    """File name of a trained query network."""
+    return f"policy_seed{seed}.pt" if policy == "ralis" else f"policy_seed{seed}_{policy}.pt"
 
 
 def class_entropy(pixels) -> float:
@@ -95,19 +108,24 @@ class Runner:
             kl_bins=c.kl_bins, eval_batch_size=c.eval_batch_size,
         )  # fmt: skip
 
-    def make_agent(self, seed: int) -> DQNAgent:
+    def make_agent(self, seed: int, policy: str) -> DQNAgent:
+        """The agent of a ralis-family ``policy`` at ``seed``, its query network at initialisation: the same
+        initial weights for ralis, ralis-shuffled and ralis-untrained (only how they are trained differs)."""
         c, exp = self.config, self.exp
-        net = QueryNetwork(
-            state_dim=exp.feature_dim,
-            state_regions=len(exp.images("d_s")) * exp.train.regions.per_image,
-            action_dim=exp.feature_dim + 2 * c.kl_bins,
-            gate_dim=2 * c.kl_bins,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "query-network-init"))
+            net = QueryNetwork(
+                state_dim=exp.feature_dim,
+                state_regions=len(exp.images("d_s")) * exp.train.regions.per_image,
+                action_dim=exp.feature_dim + 2 * c.kl_bins,
+                gate_dim=2 * c.kl_bins,
+            )
         dqn = DQNConfig(lr=c.dqn_lr, momentum=c.dqn_momentum, weight_decay=c.dqn_weight_decay,
                         lr_decay_per_episode=c.dqn_lr_decay, gamma=c.dqn_gamma, batch_size=c.dqn_batch_size,
                         buffer_size=c.replay_size, target_update=c.target_update, eps_start=c.eps_start,
-                        eps_end=c.eps_end, eps_decay=c.eps_decay)  # fmt: skip
-        return DQNAgent(net, dqn, seed=derive_seed(seed, TRAIN, "agent"))
+                        eps_end=c.eps_end, eps_decay=c.eps_decay,
+                        shuffle_rewards=policy == "ralis-shuffled")  # fmt: skip
+        return DQNAgent(net, dqn, seed=derive_seed(seed, TRAIN, policy, "agent"))
 
     def make_policy(self, name: str, env: ALEnvironment, streams: Streams, seed: int) -> Policy:
         if name == "uniform":
@@ -116,9 +134,10 @@ class Runner:
             return EntropyPolicy(env)
         if name == "bald":
             return BaldPolicy(env, self.config.bald_samples, streams.mc)
-        if name == "ralis":
-            agent = self.make_agent(seed)
-            agent.policy.load_state_dict(self.state["agents"][str(seed)])
+        if name.startswith("ralis"):
+            agent = self.make_agent(seed, name)
+            if name in TRAINED_POLICIES:
+                agent.policy.load_state_dict(self.state["agents"][f"{seed}/{name}"])
             return RalisPolicy(env, agent)
         raise ValueError(f"unknown policy {name!r}")
 
@@ -131,27 +150,28 @@ class Runner:
         for index in range(self.state["task_index"], len(tasks)):
             kind, seed, policy = tasks[index]
             if kind == TRAIN:
-                self.train_policy(seed)
+                self.train_policy(seed, policy)
             else:
                 self.evaluate_policy(seed, policy)
             self.state.update(task_index=index + 1, task=None)
             self.save()
         return self.state
 
-    def train_policy(self, seed: int) -> None:
+    def train_policy(self, seed: int, policy: str) -> None:
         c, exp, timer = self.config, self.exp, self.timers[PHASES[TRAIN]]
         env = self.make_env(exp.images("d_t"), timer, exp.train_theta0)
-        streams = Streams((seed, TRAIN), (seed, TRAIN), exp.device)
-        agent = self.make_agent(seed)
+        streams = Streams((seed, TRAIN, policy), (seed, TRAIN, policy), exp.device)
+        agent = self.make_agent(seed, policy)
         task = self.state["task"]
         if task is None:
-            task = {"kind": TRAIN, "seed": seed, "episode": 0, "pending": None, "log": None, "prev_miou": None}
+            task = {"kind": TRAIN, "seed": seed, "policy": policy, "episode": 0, "pending": None, "log": None,
+                    "prev_miou": None}  # fmt: skip
         else:
             env.load_state_dict(task["env"])
             agent.load_state_dict(task["agent"])
             streams.load_state_dict(task["streams"])
-        history = self.state["training"].setdefault(str(seed), [])
-        episodes = self.bar(total=c.episodes, initial=task["episode"], desc=f"seed {seed}: policy training",
+        history = self.state["training"].setdefault(f"{seed}/{policy}", [])
+        episodes = self.bar(total=c.episodes, initial=task["episode"], desc=f"seed {seed}: training {policy}",
                             unit="episode")  # fmt: skip
         per_episode = math.ceil(c.train_budget / c.regions_per_step)
         steps = self.bar(total=per_episode, desc="  AL steps", unit="step", leave=False)
@@ -186,9 +206,9 @@ class Runner:
         steps.close()
         episodes.close()
         weights = {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
-        self.state["agents"][str(seed)] = weights
+        self.state["agents"][f"{seed}/{policy}"] = weights
         torch_save({"format": "fastral-ralis-policy/1", "config": self.config.to_dict(), "seed": seed,
-                    "state_dict": weights}, self.out / f"policy_seed{seed}.pt")  # fmt: skip
+                    "policy": policy, "state_dict": weights}, self.out / policy_file(seed, policy))  # fmt: skip
 
     def training_step(self, env: ALEnvironment, agent: DQNAgent, streams: Streams, obs: Observation,
                       prev_miou: float) -> tuple[float, float, float | None, Observation | None]:  # fmt: skip
@@ -224,7 +244,7 @@ class Runner:
         task = self.state["task"]
         if task is None:
             task = {"kind": EVAL, "seed": seed, "policy": name, "budget_index": 0, "step": 0, "steps": [],
-                    "records": []}  # fmt: skip
+                    "records": [], "final": None}  # fmt: skip
         else:
             env.load_state_dict(task["env"])
             streams.load_state_dict(task["streams"])
@@ -233,20 +253,26 @@ class Runner:
                        unit="step")  # fmt: skip
         while task["budget_index"] < len(c.budgets):
             target = c.budgets[task["budget_index"]]
-            pools = env.sample_pools(K, N, streams.pools)
-            ids = pools.chosen(policy.select(pools))[: target - len(env.labelled)]
-            env.label(ids)
-            env.train_on(ids, streams.train)
-            timer.step()
-            task["steps"] += [task["step"]] * len(ids)
-            task["step"] += 1
-            bar.update()
-            if len(env.labelled) == target:
-                bar.set_postfix(budget=target, status="final training")
-                record = self.final_evaluation(env, seed, name, target)
-                task["records"].append(record)
-                task["budget_index"] += 1
-                bar.set_postfix(budget=target, test_miou=f"{100 * record['test_miou']:.2f}")
+            if task["final"] is None:  # an AL step
+                pools = env.sample_pools(K, N, streams.pools)
+                ids = pools.chosen(policy.select(pools))[: target - len(env.labelled)]
+                env.label(ids)
+                env.train_on(ids, streams.train)
+                timer.step()
+                task["steps"] += [task["step"]] * len(ids)
+                task["step"] += 1
+                bar.update()
+                if len(env.labelled) == target:
+                    task["final"] = []
+            else:  # the final trainings at this budget, one repeat per checkpoint
+                repeat = len(task["final"])
+                bar.set_postfix(budget=target, status=f"final training {repeat + 1}/{c.final_repeats}")
+                task["final"].append(self.final_training(env, seed, target, repeat))
+                if len(task["final"]) == c.final_repeats:
+                    record = self.budget_record(env, seed, name, target, task["final"])
+                    task["records"].append(record)
+                    task.update(budget_index=task["budget_index"] + 1, final=None)
+                    bar.set_postfix(budget=target, test_miou=f"{100 * record['test_miou']:.2f}")
             task.update(env=env.state_dict(), streams=streams.state_dict())
             self.state["task"] = task
             self.save(timer)
@@ -254,29 +280,48 @@ class Runner:
         self.state["evaluations"] += task["records"]
         self.state["trajectories"][f"{seed}/{name}"] = {"region_ids": env.labelled.region_ids, "steps": task["steps"]}
 
-    def final_evaluation(self, env: ALEnvironment, seed: int, policy: str, budget: int) -> dict:
-        """Train a copy of the network on every labelled region to convergence (early stopping on D_R), test it.
+    def final_training(self, env: ALEnvironment, seed: int, budget: int, repeat: int) -> dict:
+        """Repeat ``repeat`` of the final training at ``budget``: a copy of the network trained for exactly
+        ``final_iterations`` SGD iterations on every labelled region (poly-decayed learning rate), the last
+        weights tested on the test split and measured on D_R.
 
-        Uses its own generators (and a forked global torch generator), so the AL trajectory does not depend on
-        which budgets were evaluated along it.
+        Its generators (and a forked global torch generator) are seeded by (seed, budget, repeat) only: every
+        policy's repeat r draws the same crops, flips, batch orders and dropout masks, and the AL trajectory does
+        not depend on which budgets were evaluated along it.
         """
         c, exp, timer = self.config, self.exp, self.timers[PHASES[EVAL]]
         model = copy.deepcopy(env.model)
-        generator = torch.Generator().manual_seed(derive_seed(seed, "final", policy, budget))
+        generator = torch.Generator().manual_seed(derive_seed(seed, "final", budget, repeat))
         devices = [exp.device.index or 0] if exp.device.type == "cuda" else []
+        config = exp.train_config()
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(seed, "final", policy, budget, "global"))
+            torch.manual_seed(derive_seed(seed, "final", budget, repeat, "global"))
             with timer.section("final_training"):
-                result = fit(model, exp.train, env.labelled.training_items(), exp.reward, exp.train_config(),
-                             epochs=c.final_epochs, patience=c.final_patience, val_indices=exp.reward_indices,
-                             lr_schedule="constant", generator=generator, progress=False,
-                             eval_batch_size=c.eval_batch_size, log=None)  # fmt: skip
+                optimizer = make_optimizer(model, config)
+                items = env.labelled.training_items(env.labelled.region_ids)
+                train_steps(model, exp.train, items, optimizer, config, iterations=c.final_iterations,
+                            generator=generator, scheduler=poly_schedule(optimizer, c.final_iterations))  # fmt: skip
         with timer.section("test_evaluation"):
             ev = evaluate(model, exp.test, batch_size=c.eval_batch_size)
+            d_r = evaluate(model, exp.reward, exp.reward_indices, c.eval_batch_size)
+        return {"test_miou": ev.miou, "test_iou": ev.iou.tolist(), "test_accuracy": ev.accuracy,
+                "d_r_miou": d_r.miou}  # fmt: skip
+
+    def budget_record(self, env: ALEnvironment, seed: int, policy: str, budget: int, repeats: list[dict]) -> dict:
+        """The evaluation record of one labelled set: means over the final-training repeats, and each repeat."""
+        iou = np.array([[np.nan if v is None else v for v in r["test_iou"]] for r in repeats], np.float64)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from the test split: NaN, not a mean
+            mean_iou = np.nanmean(iou, 0)
         pixels = env.labelled.class_histogram()
         return {
-            "seed": seed, "policy": policy, "budget": budget, "test_miou": ev.miou, "test_iou": ev.iou.tolist(),
-            "test_accuracy": ev.accuracy, "d_r_miou": result.best_miou, "final_epochs": len(result.history),
-            "best_epoch": result.best_epoch, "labelled_images": len(env.labelled.images()),
+            "seed": seed, "policy": policy, "budget": budget, "final_iterations": self.config.final_iterations,
+            "test_miou": float(np.mean([r["test_miou"] for r in repeats])),
+            "test_miou_repeats": [r["test_miou"] for r in repeats],
+            "test_iou": mean_iou.tolist(),
+            "test_accuracy": float(np.mean([r["test_accuracy"] for r in repeats])),
+            "d_r_miou": float(np.mean([r["d_r_miou"] for r in repeats])),
+            "d_r_miou_repeats": [r["d_r_miou"] for r in repeats],
+            "labelled_images": len(env.labelled.images()),
             "labelled_pixels": pixels.tolist(), "class_entropy": class_entropy(pixels),
         }  # fmt: skip

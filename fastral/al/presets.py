@@ -14,7 +14,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-POLICIES = ("ralis", "uniform", "entropy", "bald")
+POLICIES = ("ralis", "uniform", "entropy", "bald", "ralis-untrained", "ralis-shuffled")
+# Controls: the query network at initialisation, and one trained on rewards shuffled across transitions. A RALIS
+# gain that comes from learning beats both; either matching RALIS means the gain is not the DQN's doing.
+CONTROLS = ("ralis-untrained", "ralis-shuffled")
+TRAINED_POLICIES = ("ralis", "ralis-shuffled")  # policies whose query network is trained per seed
 PRETRAIN_SOURCES = ("source", "d_t", "none")
 
 
@@ -29,6 +33,7 @@ class RalisConfig:
     """Everything a RALIS run depends on besides the data root, device and output folder."""
 
     dataset: str = _f("streets", "data set the preset is for", cli=False)
+    preset: str = _f("official", "what the preset is for ('smoke' = a quick check of the pipeline)", cli=False)
     # -- data -----------------------------------------------------------------------------------------------
     image_size: tuple[int, int] | None = _f(None, "streets only: generated image size (H, W)", nargs=2, type=int)
     region: tuple[int, int] | None = _f(None, "AL region (h, w) in pixels; default: the data set's", nargs=2, type=int)
@@ -90,8 +95,14 @@ class RalisConfig:
     )
     grad_clip: float = _f(4.0, "gradient-norm clipping (0 = off)", type=float)
     step_epochs: int = _f(1, "epochs over the newly labelled regions after each AL step", type=int)
-    final_epochs: int = _f(1000, "final training on all labelled regions: maximum epochs", type=int)
-    final_patience: int = _f(150, "final training: early-stopping patience on D_R (epochs)", type=int)
+    final_iterations: int = _f(
+        3000,
+        "final training at a budget: SGD iterations on all labelled regions (the same for every policy; poly-decayed "
+        "learning rate; the last weights are tested)",
+        type=int,
+    )
+    final_repeats: int = _f(3, "final trainings per labelled set, each with its own seed (test mIoU = their mean)",
+                            type=int)  # fmt: skip
     eval_batch_size: int = _f(4, "batch size of evaluation and MC-dropout passes", type=int)
     # -- DQN ----------------------------------------------------------------------------------------------------
     dqn_lr: float = _f(1e-3, "query network SGD learning rate", type=float)
@@ -129,11 +140,12 @@ class RalisConfig:
                 )
 
         positive = ("regions_per_step", "train_pool_size", "pool_size", "baseline_pool_size", "uniform_pool_size",
-                    "train_budget", "bald_samples", "kl_bins", "batch_size", "step_epochs", "final_epochs",
-                    "eval_batch_size", "dqn_batch_size", "replay_size", "target_update", "pretrain_images")  # fmt: skip
+                    "train_budget", "bald_samples", "kl_bins", "batch_size", "step_epochs", "final_iterations",
+                    "final_repeats", "eval_batch_size", "dqn_batch_size", "replay_size", "target_update",
+                    "pretrain_images")  # fmt: skip
         for name in positive:
             need(getattr(self, name) >= 1, name, "an integer >= 1")
-        for name in ("episodes", "final_patience", "pretrain_epochs", "pretrain_patience"):
+        for name in ("episodes", "pretrain_epochs", "pretrain_patience"):
             need(getattr(self, name) >= 0, name, "an integer >= 0")
         need(len(self.budgets) >= 1 and all(b >= 1 for b in self.budgets), "budgets", "one or more budgets >= 1")
         need(list(self.budgets) == sorted(set(self.budgets)), "budgets", "strictly increasing budgets")
@@ -158,7 +170,9 @@ class RalisConfig:
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1")
 
 
-CAMVID = RalisConfig(dataset="camvid")  # the field defaults are the official CamVid values
+# The field defaults are the official CamVid values, except the final training: a fixed number of iterations
+# (fastral's choice, not tuned; officially up to 1000 epochs with early stopping on D_R, patience 150).
+CAMVID = RalisConfig(dataset="camvid")
 
 CITYSCAPES = RalisConfig(
     dataset="cityscapes",
@@ -174,7 +188,7 @@ CITYSCAPES = RalisConfig(
     lr=1e-4,
     batch_size=16,
     crop=(256, 512),
-    final_patience=60,
+    final_iterations=5000,  # fastral's choice (official: early stopping, patience 60 epochs): not tuned
     eval_batch_size=1,
     dqn_lr=1e-4,
     replay_size=3200,
@@ -186,6 +200,7 @@ CITYSCAPES = RalisConfig(
 # pixels than theta_0 saw) matter. K = 16 regions per step; the policy trains for 10 episodes of 4 steps per seed.
 STREETS = RalisConfig(
     dataset="streets",
+    preset="smoke",
     image_size=(64, 80),
     region=(16, 16),
     pretrain="source",
@@ -208,8 +223,7 @@ STREETS = RalisConfig(
     lr=0.01,
     batch_size=8,
     crop=(48, 48),
-    final_epochs=30,
-    final_patience=5,
+    final_iterations=300,
     eval_batch_size=16,
     dqn_lr=1e-3,
     replay_size=600,

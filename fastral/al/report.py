@@ -1,9 +1,12 @@
 """What a run writes: results.json, results.csv, selected_regions.json, PNG plots and the summary table.
 
-* ``results.json``: configuration, split sizes, theta_0's metrics, the policy-training log (per episode: rewards,
-  D_R mIoU, DQN loss), every evaluation (per seed, policy and budget: test mIoU and per-class IoU, labelled pixels
-  per class and their entropy), mean +- std per policy and budget, the per-step timing breakdown, and what was
-  measured about rare classes (the share of labelled pixels and the test IoU of the classes rarest in the data).
+* ``results.json``: configuration, split sizes, theta_0's metrics, the policy-training log (per seed and trained
+  policy, per episode: rewards, D_R mIoU, DQN loss), every evaluation (per seed, policy and budget: test mIoU as
+  the mean of ``final_repeats`` final trainings of ``final_iterations`` iterations, each repeat's test mIoU in
+  ``test_miou_repeats``, per-class IoU, labelled pixels per class and their entropy), mean +- std over seeds per
+  policy and budget with the spread over repeats, paired differences to uniform per seed with 95% confidence
+  intervals, the per-step timing breakdown, and what was measured about rare classes (the share of labelled pixels
+  and the test IoU of the classes rarest in the data).
 * ``results.csv``: one row per evaluation (and theta_0), every number above as a column.
 * ``selected_regions.json``: per seed and policy, the regions in labelling order with the image file and the pixel
   box (in the file's pixels), so a person could label exactly those.
@@ -25,7 +28,9 @@ from .._atomic import atomic_write, write_json
 from .loop import class_entropy
 
 RESULTS_FORMAT = "fastral-ralis-results/1"
-COLOURS = {"ralis": "tab:red", "uniform": "tab:gray", "entropy": "tab:blue", "bald": "tab:green"}
+COLOURS = {"ralis": "tab:red", "uniform": "tab:gray", "entropy": "tab:blue", "bald": "tab:green",
+           "ralis-untrained": "tab:orange", "ralis-shuffled": "tab:purple"}  # fmt: skip
+REFERENCE_POLICY = "uniform"  # paired differences are reported against it
 
 
 def plain(x):
@@ -53,7 +58,9 @@ def _mean_std(values) -> tuple[float | None, float | None]:
 
 
 def summarise(evaluations: list[dict]) -> list[dict]:
-    """Mean +- std over seeds per (policy, budget), in first-seen policy order and increasing budget."""
+    """Per (policy, budget): mean +- std over seeds (of each seed's mean over final-training repeats), and the
+    spread over repeats (``test_miou_repeat_std``: the root-mean-square over seeds of the std between repeats of
+    one labelled set), in policy order and increasing budget."""
     groups: dict[tuple[str, int], list[dict]] = defaultdict(list)
     for r in evaluations:
         groups[(r["policy"], r["budget"])].append(r)
@@ -63,10 +70,34 @@ def summarise(evaluations: list[dict]) -> list[dict]:
         row = {"policy": policy, "budget": budget, "seeds": [r["seed"] for r in recs]}
         for key in ("test_miou", "class_entropy", "rare_pixel_fraction", "rare_test_iou"):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([r.get(key) for r in recs])
+        within = [np.var(r["test_miou_repeats"], ddof=1) for r in recs if len(r["test_miou_repeats"]) > 1]
+        row["test_miou_repeat_std"] = float(np.sqrt(np.mean(within))) if within else None
+        row["repeats"] = [len(r["test_miou_repeats"]) for r in recs]
         with np.errstate(all="ignore"):
             row["test_iou_mean"] = [None if np.isnan(v) else float(v) for v in np.nanmean(iou, 0)] if iou.size else []
         pixels = np.sum([r["labelled_pixels"] for r in recs], 0)
         row["labelled_pixel_fraction"] = (pixels / max(pixels.sum(), 1)).tolist()
+        rows.append(row)
+    return rows
+
+
+def paired_differences(evaluations: list[dict], reference: str = REFERENCE_POLICY, level: float = 0.95) -> list[dict]:
+    """Per (policy, budget): test mIoU of the policy minus ``reference``'s on the same seed (same split, theta_0,
+    pools and final-training seeds), their mean and a Student-t confidence interval (None with one seed)."""
+    from scipy import stats
+
+    by_key = {(r["policy"], r["budget"], r["seed"]): r["test_miou"] for r in evaluations}
+    rows = []
+    for policy, budget in sorted({(p, b) for p, b, _ in by_key if p != reference}, key=lambda pb: (pb[1], pb[0])):
+        seeds = sorted(s for p, b, s in by_key if (p, b) == (policy, budget) and (reference, b, s) in by_key)
+        if not seeds:
+            continue
+        diff = np.array([by_key[(policy, budget, s)] - by_key[(reference, budget, s)] for s in seeds])
+        row = {"policy": policy, "reference": reference, "budget": budget, "seeds": seeds,
+               "differences": diff.tolist(), "mean": float(diff.mean()), "ci_level": level, "ci": None}  # fmt: skip
+        if len(diff) > 1:
+            half = float(stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+            row["ci"] = [row["mean"] - half, row["mean"] + half]
         rows.append(row)
     return rows
 
@@ -108,6 +139,7 @@ def compile_results(exp, state: dict, policies, run_info: dict, timing: dict) ->
         "policy_training": state["training"],
         "evaluations": evaluations,
         "summary": summarise(evaluations),
+        "paired_differences": paired_differences(evaluations),
         "timing": {**timing, "featurizers_max_fraction_of_step": max(step_fractions, default=0.0)},
         "measured": {
             "train_class_distribution": train_distribution,
@@ -122,10 +154,13 @@ def compile_results(exp, state: dict, policies, run_info: dict, timing: dict) ->
 
 def write_csv(path: Path, results: dict) -> Path:
     names = results["dataset"]["classes"]
-    columns = ["seed", "policy", "budget", "test_miou", "test_accuracy", "d_r_miou", "final_epochs", "best_epoch",
+    columns = ["seed", "policy", "budget", "test_miou", "test_accuracy", "d_r_miou", "final_iterations",
                "labelled_images", "class_entropy", "rare_pixel_fraction", "rare_test_iou"]  # fmt: skip
-    header = columns + [f"iou_{n}" for n in names] + [f"pixels_{n}" for n in names]
-    rows = [[r.get(k) for k in columns] + list(r["test_iou"]) + list(r["labelled_pixels"])
+    repeats = results["config"]["final_repeats"]
+    header = columns + [f"test_miou_repeat{k}" for k in range(repeats)] + [f"iou_{n}" for n in names]
+    header += [f"pixels_{n}" for n in names]
+    rows = [[r.get(k) for k in columns] + [*r.get("test_miou_repeats", []), *[None] * repeats][:repeats]
+            + list(r["test_iou"]) + list(r["labelled_pixels"])
             for r in [results["theta0"], *results["evaluations"]]]  # fmt: skip
 
     buffer = io.StringIO()
@@ -177,21 +212,24 @@ def plot_miou(path: Path, results: dict) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     theta0 = results["theta0"]["test_miou"]
     d_v_regions = results["splits"]["d_v"] * results["dataset"]["regions_per_image"]
-    for policy in results["policies"]:
+    for k, policy in enumerate(results["policies"]):
         rows = [r for r in results["summary"] if r["policy"] == policy and r["test_miou_mean"] is not None]
-        x = np.array([0] + [r["budget"] for r in rows])
+        x = np.array([0] + [r["budget"] for r in rows], np.float64)
         m = 100 * np.array([theta0] + [r["test_miou_mean"] for r in rows])
         s = 100 * np.array([0.0] + [r["test_miou_std"] for r in rows])
+        rep = 100 * np.array([0.0] + [r["test_miou_repeat_std"] or 0.0 for r in rows])
         colour = COLOURS.get(policy)
-        ax.plot(x, m, "o-", color=colour, label=policy)
-        ax.fill_between(x, m - s, m + s, color=colour, alpha=0.2)
+        shift = (k - (len(results["policies"]) - 1) / 2) * 0.004 * max(x.max(), 1)  # keep error bars apart
+        ax.errorbar(x + shift * (x > 0), m, yerr=rep, fmt="o-", color=colour, capsize=3, label=policy)
+        ax.fill_between(x, m - s, m + s, color=colour, alpha=0.15)
     ax.axhline(100 * theta0, color="k", ls=":", lw=1, label="theta_0")
     ax.set_xlabel(f"budget (regions labelled; D_V has {d_v_regions})")
     ax.set_ylabel("test mIoU (%)")
-    seeds = len(results["config"]["seeds"])
-    ax.set_title(f"{results['dataset']['name']}: mIoU vs budget (mean +- std over {seeds} seed{'s' * (seeds > 1)})")
+    seeds, repeats = len(results["config"]["seeds"]), results["config"]["final_repeats"]
+    ax.set_title(f"{results['dataset']['name']}: mean over {seeds} seed{'s' * (seeds > 1)}; band: std over seeds,\n"
+                 f"bars: std over {repeats} final trainings of one labelled set", fontsize=10)  # fmt: skip
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -276,16 +314,41 @@ def _pm(mean, std, scale=100.0, digits=2) -> str:
     return f"{scale * mean:.{digits}f} +- {scale * (std or 0):.{digits}f}"
 
 
+def _signed(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
 def summary_table(results: dict) -> str:
-    budgets = results["config"]["budgets"]
+    c = results["config"]
+    budgets, seeds = c["budgets"], c["seeds"]
     rows = {(r["policy"], r["budget"]): r for r in results["summary"]}
-    head = f"{'policy':<10s}" + "".join(f"{'budget ' + str(b):>20s}" for b in budgets)
-    lines = [f"test mIoU (%), mean +- std over seeds {results['config']['seeds']}; "
-             f"theta_0: {100 * results['theta0']['test_miou']:.2f}", head]  # fmt: skip
+    lines = []
+    if c.get("preset") == "smoke":
+        lines += [f"SMOKE RUN: the '{c['dataset']}' smoke preset checks that the pipeline works end to end; with "
+                  f"{len(seeds)} seed{'s' * (len(seeds) > 1)} and {c['episodes']} policy-training episodes its "
+                  "numbers are not evidence for or against any policy.", ""]  # fmt: skip
+    head = f"{'policy':<16s}" + "".join(f"{'budget ' + str(b):>26s}" for b in budgets)
+    lines += [f"test mIoU (%): mean +- std over {len(seeds)} seed{'s' * (len(seeds) > 1)} {list(seeds)}, each seed "
+              f"the mean of {c['final_repeats']} final trainings of {c['final_iterations']} iterations [std between "
+              f"those repeats]; theta_0: {100 * results['theta0']['test_miou']:.2f}", head]  # fmt: skip
     for policy in results["policies"]:
-        cells = [_pm(*(rows[(policy, b)][k] for k in ("test_miou_mean", "test_miou_std"))) if (policy, b) in rows
-                 else "n/a" for b in budgets]  # fmt: skip
-        lines.append(f"{policy:<10s}" + "".join(f"{c:>20s}" for c in cells))
+        cells = []
+        for b in budgets:
+            r = rows.get((policy, b))
+            rep = "" if r is None or r["test_miou_repeat_std"] is None else f" [{100 * r['test_miou_repeat_std']:.2f}]"
+            cells.append("n/a" if r is None else _pm(r["test_miou_mean"], r["test_miou_std"]) + rep)
+        lines.append(f"{policy:<16s}" + "".join(f"{cell:>26s}" for cell in cells))
+    order = {p: k for k, p in enumerate(results["policies"])}
+    paired = sorted(results["paired_differences"], key=lambda d: (order.get(d["policy"], len(order)), d["budget"]))
+    if paired:
+        ref = paired[0]["reference"]
+        lines += ["", f"paired difference to {ref} (test mIoU points, same seed): mean, 95% CI over seeds, then per "
+                  f"seed {list(paired[0]['seeds'])}"]  # fmt: skip
+        for d in paired:
+            ci = "n/a (one seed)" if d["ci"] is None else f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]"
+            per_seed = ", ".join(_signed(x) for x in d["differences"])
+            lines.append(f"{d['policy']:<16s} budget {d['budget']:<6d} {_signed(d['mean']):>7s}  CI {ci:<18s} "
+                         f"seeds: {per_seed}")  # fmt: skip
     last = budgets[-1]
     rare = ", ".join(results["measured"]["rare_classes"])
     lines += [
@@ -296,7 +359,7 @@ def summary_table(results: dict) -> str:
     for policy in results["policies"]:
         r = rows.get((policy, last))
         if r:
-            lines.append(f"{policy:<10s}{_pm(r['class_entropy_mean'], r['class_entropy_std'], 1, 3):>18s} | "
+            lines.append(f"{policy:<16s}{_pm(r['class_entropy_mean'], r['class_entropy_std'], 1, 3):>18s} | "
                          f"{_pm(r['rare_pixel_fraction_mean'], r['rare_pixel_fraction_std'], 100, 1):>14s} % | "
                          f"{_pm(r['rare_test_iou_mean'], r['rare_test_iou_std']):>16s} %")  # fmt: skip
     lines += ["", "seconds per AL step (featurizers' share of the step)"]
@@ -306,6 +369,9 @@ def summary_table(results: dict) -> str:
             parts = ", ".join(f"{k} {v:.3f}" for k, v in t["seconds_per_step"].items() if v >= 0.0005)
             lines.append(f"{phase}: {t['steps']} steps, {t['step_seconds_total'] / t['steps']:.2f} s/step "
                          f"(featurizers {100 * t['fraction_of_step']['featurizers']:.1f}%): {parts}")  # fmt: skip
+    final = results["timing"].get("evaluation", {}).get("other_seconds", {}).get("final_training")
+    if final:
+        lines.append(f"final trainings: {final:.1f} s in all")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ import torch
 
 from .._atomic import torch_save
 
-STATE_FORMAT = "fastral-run-state/1"
+STATE_FORMAT = "fastral-run-state/2"
 STATE_FILE = "run_state.pt"
 
 
