@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data_helpers import shared_data
 
 from fastral import run as cli
 from fastral.al.experiment import prepare
@@ -30,7 +32,8 @@ TINY = ["--image-size", "64", "80", "--region", "16", "16", "--streets-images", 
         "--baseline-pool-size", "3", "--uniform-pool-size", "5", "--train-budget", "4", "--episodes", "3",
         "--budgets", "2", "4", "--seeds", "0", "1", "--batch-size", "2", "--crop", "48", "48",
         "--final-iterations", "3", "--final-repeats", "2", "--bald-samples", "3", "--dqn-batch-size", "4",
-        "--replay-size", "16", "--eval-batch-size", "8", "--no-progress"]  # fmt: skip
+        "--replay-size", "16", "--eval-batch-size", "8", "--greedy-every", "2", "--dqn-updates-per-step", "2",
+        "--no-progress"]  # fmt: skip
 COMPARED = ("theta0", "policy_training", "evaluations", "summary", "splits", "config")
 
 
@@ -82,6 +85,21 @@ def test_end_to_end_writes_every_output(reference):
         assert {"segmentation_forward", "featurizers", "dqn", "training", "reward_evaluation"} <= set(per_step)
     assert results["timing"]["policy_training"]["steps"] == 2 * 2 * 3 * 2  # seeds x trained policies x episodes x steps
     assert results["timing"]["evaluation"]["seconds_per_step"]["reward_evaluation"] == 0  # not needed there
+
+
+def test_policy_training_records_learning_diagnostics(reference):
+    out, results = reference
+    assert (out / "policy_training.png").is_file()
+    for episodes in results["policy_training"].values():
+        for e in episodes:
+            for key in ("return", "discounted_return", "q_initial", "mean_dqn_loss", "class_entropy", "lr",
+                        "epsilon_start", "final_d_r_miou"):  # fmt: skip
+                assert e[key] is not None and math.isfinite(e[key]), (key, e[key])
+            assert e["discounted_return"] == pytest.approx(sum(r * 0.999**t for t, r in enumerate(e["rewards"])))
+            assert (e["greedy_return"] is not None) == (e["episode"] == 1)  # --greedy-every 2, 3 episodes
+        # 2 updates per step once the memory holds a batch (4 transitions = 2 steps of K = 2): steps 2..6 of 6
+        assert [e["updates"] for e in episodes] == [2, 6, 10]
+        assert math.isfinite(episodes[1]["greedy_return"])
 
 
 def test_selected_regions_list_labelling_order_and_pixel_boxes(reference):
@@ -285,3 +303,27 @@ def test_policy_training_and_pretraining_can_start_from_other_weights(tmp_path):
     assert start != results["theta0"]["d_r_miou"]
     episode = results["policy_training"]["0/ralis"][0]
     assert episode["rewards"][0] == pytest.approx(100 * (episode["d_r_miou"][0] - start), abs=1e-9)
+
+
+def test_cityscapes_path_runs_end_to_end_on_the_real_sample_frames(tmp_path):
+    """The user's main command on the 8 real Cityscapes frames (quarter scale, tiny settings): every split size
+    is overridable, so D_R fits (the recipe's 200 images would not), and the whole pipeline runs."""
+    root = shared_data("cityscapes_sample")
+    argv = ["--dataset", "cityscapes", "--data-root", str(root), "--scale", "0.25", "--test-split", "train",
+            "--d-s", "1", "--d-t", "3", "--d-r", "2", "--d-v", "2", "--width", "4", "--fpn-channels", "8",
+            "--head-channels", "4", "--pretrain-epochs", "1", "--regions-per-step", "4", "--train-pool-size", "4",
+            "--pool-size", "4", "--baseline-pool-size", "4", "--uniform-pool-size", "8", "--train-budget", "8",
+            "--episodes", "1", "--budgets", "8", "--seeds", "0", "--policy", "ralis", "entropy", "--batch-size", "4",
+            "--crop", "64", "64", "--final-iterations", "2", "--final-repeats", "1", "--dqn-batch-size", "4",
+            "--replay-size", "16", "--eval-batch-size", "2", "--no-progress", "--no-plots", "--out",
+            str(tmp_path / "cs")]  # fmt: skip
+    threads = torch.get_num_threads()
+    with pytest.warns(UserWarning, match="the test split 'train' also holds D_R"):
+        try:
+            results = cli.main(argv)
+        finally:
+            torch.set_num_threads(threads)
+    assert {k: results["splits"][k] for k in ("d_s", "d_t", "d_r", "d_v")} == {"d_s": 1, "d_t": 3, "d_r": 2, "d_v": 2}
+    assert results["dataset"]["regions_per_image"] == 128 and len(results["dataset"]["classes"]) == 19
+    assert {(e["policy"], e["budget"]) for e in results["evaluations"]} == {("ralis", 8), ("entropy", 8)}
+    assert all(0 <= e["test_miou"] <= 1 for e in results["evaluations"])

@@ -71,7 +71,11 @@ class DQNAgent:
         self.memory = ReplayMemory(config.buffer_size)
         self.rng = np.random.default_rng(seed)
         self.steps_done = 0  # AL steps over all episodes: drives epsilon
+        self.updates = 0  # gradient updates so far
         self.episode_step = 0  # AL steps in this episode: drives the target copy
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def epsilon(self) -> float:
         c = self.config
@@ -136,6 +140,7 @@ class DQNAgent:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        self.updates += 1
         return loss.item()
 
     def end_step(self) -> None:
@@ -160,6 +165,7 @@ class DQNAgent:
             "rng": self.rng.bit_generator.state,
             "steps_done": self.steps_done,
             "episode_step": self.episode_step,
+            "updates": self.updates,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -171,3 +177,4 @@ class DQNAgent:
         self.rng.bit_generator.state = state["rng"]
         self.steps_done = state["steps_done"]
         self.episode_step = state["episode_step"]
+        self.updates = state["updates"]

@@ -83,7 +83,7 @@ def load_split(config: RalisConfig, root, split: str, progress: bool):
 
 def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None, progress: bool) -> ALSplits:
     """The run's split: ``splits_file`` if given, else ``<out>/splits.json`` if present (a resumed run), else
-    built from the data set's recipe with the overrides d_s / d_t / d_v."""
+    built from the data set's recipe with the overrides d_s / d_t / d_r / d_v."""
     saved = out / SPLITS_FILE
     path = splits_file or (saved if saved.is_file() else None)
     if path is not None:
@@ -92,7 +92,10 @@ def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None,
             splits.check(name, train)
     else:
         recipe = get_preset(config.dataset).al
-        changes = {k: getattr(config, k) for k in ("d_s", "d_t", "d_v") if getattr(config, k) is not None}
+        if config.d_r is not None and recipe.d_r is None:
+            raise ValueError(f"argument --d-r: {config.dataset}'s reward set is its whole {recipe.reward_split!r} "
+                             f"split (use --reward-images to use fewer of its images), got {config.d_r}")  # fmt: skip
+        changes = {k: getattr(config, k) for k in ("d_s", "d_t", "d_r", "d_v") if getattr(config, k) is not None}
         splits = build_splits(train, dataclasses.replace(recipe, **changes), seed=config.split_seed, progress=progress)
     splits.save(saved)
     return splits

@@ -71,6 +71,16 @@ def class_entropy(pixels) -> float:
     return float(-(p / p.sum() * np.log(p / p.sum())).sum()) if p.size else 0.0
 
 
+def discounted(rewards, gamma: float) -> float:
+    """sum_t gamma^t r_t: the return the query network's Q of the initial state estimates."""
+    return float(sum(r * gamma**t for t, r in enumerate(rewards)))
+
+
+def initial_q(agent: DQNAgent, obs: Observation) -> float:
+    """The query network's greedy value of an episode's first state: the mean over pools of max_a Q(s_0, a)."""
+    return float(agent.q_values(obs.actions, obs.state).max(1).values.mean())
+
+
 def _pack(obs: Observation) -> dict:
     return {"pools": torch.from_numpy(obs.pools.region_ids), "state": obs.state, "actions": obs.actions}
 
@@ -123,7 +133,7 @@ class Runner:
         dqn = DQNConfig(lr=c.dqn_lr, momentum=c.dqn_momentum, weight_decay=c.dqn_weight_decay,
                         lr_decay_per_episode=c.dqn_lr_decay, gamma=c.dqn_gamma, batch_size=c.dqn_batch_size,
                         buffer_size=c.replay_size, target_update=c.target_update, eps_start=c.eps_start,
-                        eps_end=c.eps_end, eps_decay=c.eps_decay,
+                        eps_end=c.eps_end, eps_decay=c.epsilon_decay_steps,
                         shuffle_rewards=policy == "ralis-shuffled")  # fmt: skip
         return DQNAgent(net, dqn, seed=derive_seed(seed, TRAIN, policy, "agent"))
 
@@ -173,30 +183,36 @@ class Runner:
         history = self.state["training"].setdefault(f"{seed}/{policy}", [])
         episodes = self.bar(total=c.episodes, initial=task["episode"], desc=f"seed {seed}: training {policy}",
                             unit="episode")  # fmt: skip
-        per_episode = math.ceil(c.train_budget / c.regions_per_step)
-        steps = self.bar(total=per_episode, desc="  AL steps", unit="step", leave=False)
+        steps = self.bar(total=c.steps_per_episode, desc="  AL steps", unit="step", leave=False)
         while task["episode"] < c.episodes:
             if task["pending"] is None:  # a new episode: theta_0, nothing labelled
                 env.reset()
                 task["prev_miou"] = exp.train_theta0_miou
-                task["log"] = {"episode": task["episode"], "epsilon_start": agent.epsilon(), "rewards": [],
-                               "d_r_miou": [], "dqn_loss": []}  # fmt: skip
                 obs = env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, streams.pools))
+                task["log"] = {"episode": task["episode"], "epsilon_start": agent.epsilon(), "lr": agent.lr(),
+                               "q_initial": None, "rewards": [], "d_r_miou": [], "dqn_loss": []}  # fmt: skip
                 steps.reset()
             else:
                 obs = _unpack(task["pending"])
+            log = task["log"]
+            if log["q_initial"] is None:
+                log["q_initial"] = initial_q(agent, obs)
             reward, miou, loss, nxt = self.training_step(env, agent, streams, obs, task["prev_miou"])
             task["prev_miou"] = miou
             steps.update()
-            log = task["log"]
             log["rewards"].append(reward)
             log["d_r_miou"].append(miou)
             log["dqn_loss"].append(loss)
             task["pending"] = None if nxt is None else _pack(nxt)
             if nxt is None:  # the budget is spent: the episode ends
                 losses = [x for x in log["dqn_loss"] if x is not None]
-                history.append({**log, "return": sum(log["rewards"]), "final_d_r_miou": miou,
-                                "mean_dqn_loss": float(np.mean(losses)) if losses else None})  # fmt: skip
+                history.append({**log, "return": sum(log["rewards"]),
+                                "discounted_return": discounted(log["rewards"], c.dqn_gamma), "final_d_r_miou": miou,
+                                "mean_dqn_loss": float(np.mean(losses)) if losses else None, "updates": agent.updates,
+                                "class_entropy": class_entropy(env.labelled.class_histogram()),
+                                "greedy_return": None})  # fmt: skip
+                if c.greedy_every and (task["episode"] + 1) % c.greedy_every == 0:
+                    history[-1]["greedy_return"] = self.greedy_episode(agent, seed, policy, task["episode"])
                 task["episode"] += 1
                 episodes.update()
                 episodes.set_postfix(ret=f"{history[-1]['return']:+.2f}", eps=f"{agent.epsilon():.2f}")
@@ -209,6 +225,29 @@ class Runner:
         self.state["agents"][f"{seed}/{policy}"] = weights
         torch_save({"format": "fastral-ralis-policy/1", "config": self.config.to_dict(), "seed": seed,
                     "policy": policy, "state_dict": weights}, self.out / policy_file(seed, policy))  # fmt: skip
+
+    def greedy_episode(self, agent: DQNAgent, seed: int, policy: str, episode: int) -> float:
+        """Return of one episode on D_T with the agent greedy and frozen (the ``greedy_return`` diagnostic).
+
+        It has its own generators and environment, and forks torch's global generator, so the policy training is
+        the same whether or not greedy episodes are interleaved.
+        """
+        c, exp = self.config, self.exp
+        with self.timers[PHASES[TRAIN]].section("greedy_episodes"), torch.random.fork_rng(devices=[]):
+            env = self.make_env(exp.images("d_t"), Timer(), exp.train_theta0)
+            pools = np.random.default_rng(derive_seed(seed, policy, "greedy", episode, "pools"))
+            train = torch.Generator().manual_seed(derive_seed(seed, policy, "greedy", episode, "train"))
+            torch.manual_seed(derive_seed(seed, policy, "greedy", episode, "global"))
+            total, prev = 0.0, exp.train_theta0_miou
+            while len(env.labelled) < c.train_budget:
+                obs = env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, pools))
+                positions = agent.select(obs.actions, obs.state, explore=False).numpy()
+                ids = obs.pools.chosen(positions)[: c.train_budget - len(env.labelled)]
+                env.label(ids)
+                env.train_on(ids, train)
+                miou = env.reward_miou()
+                total, prev = total + 100.0 * (miou - prev), miou
+        return total
 
     def training_step(self, env: ALEnvironment, agent: DQNAgent, streams: Streams, obs: Observation,
                       prev_miou: float) -> tuple[float, float, float | None, Observation | None]:  # fmt: skip
@@ -229,7 +268,9 @@ class Runner:
         with timer.section("dqn"):
             agent.remember(obs.state, obs.actions[:n], torch.from_numpy(positions[:n]), reward,
                            None if terminal else nxt.state, None if terminal else nxt.actions[:n])  # fmt: skip
-            loss = agent.optimize()
+            losses = [agent.optimize() for _ in range(c.dqn_updates_per_step)]
+            losses = [x for x in losses if x is not None]
+            loss = float(np.mean(losses)) if losses else None
             agent.end_step()
             if terminal:
                 agent.end_episode()

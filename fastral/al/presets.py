@@ -47,6 +47,12 @@ class RalisConfig:
     )
     d_s: int | None = _f(None, "images in the state set D_S (default: the data set's recipe, 10)", type=int)
     d_t: int | None = _f(None, "images in D_T, the pool the policy is trained on (default: the recipe)", type=int)
+    d_r: int | None = _f(
+        None,
+        "images of the source split in D_R, the reward and validation set (Cityscapes' recipe: 200; camvid and "
+        "streets use their whole val split instead: see --reward-images)",
+        type=int,
+    )
     d_v: int | None = _f(None, "images in D_V, the pool policies are evaluated on (default: the rest)", type=int)
     reward_images: int | None = _f(None, "use only the first N images of D_R for rewards and early stopping", type=int)
     split_seed: int = _f(0, "seed of the D_S / D_T / D_R / D_V split (one split for all seeds)", type=int)
@@ -111,11 +117,26 @@ class RalisConfig:
     dqn_lr_decay: float = _f(0.97, "query network LR decay per episode", type=float)
     dqn_gamma: float = _f(0.999, "discount factor", type=float)
     dqn_batch_size: int = _f(16, "transitions per DQN update", type=int)
+    dqn_updates_per_step: int = _f(
+        1,
+        "DQN gradient updates after each AL step (the official code: 1; its --dqn-epochs is parsed, unused)",
+        type=int,
+    )
     replay_size: int = _f(600, "replay memory capacity (transitions; K per step)", type=int)
     target_update: int = _f(5, "copy the policy net into the target net every this many steps", type=int)
     eps_start: float = _f(0.9, "epsilon-greedy: start value", type=float)
     eps_end: float = _f(0.05, "epsilon-greedy: final value", type=float)
     eps_decay: float = _f(10.0, "epsilon-greedy: decay constant in AL steps (over all episodes)", type=float)
+    eps_decay_fraction: float | None = _f(
+        None,
+        "epsilon-greedy: decay constant as a fraction of all policy-training steps (episodes x steps per episode), "
+        "so the schedule scales with the run; overrides --eps-decay",
+        type=float,
+    )
+    greedy_every: int = _f(
+        5, "policy training: a greedy episode on D_T (no exploration, no updates) after every this many episodes "
+        "(0 = none): the greedy_return learning diagnostic", type=int
+    )  # fmt: skip
 
     def replace(self, **changes) -> RalisConfig:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -125,6 +146,17 @@ class RalisConfig:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def steps_per_episode(self) -> int:
+        return -(-self.train_budget // self.regions_per_step)
+
+    @property
+    def epsilon_decay_steps(self) -> float:
+        """The epsilon decay constant in AL steps: ``eps_decay``, or ``eps_decay_fraction`` of the whole run."""
+        if self.eps_decay_fraction is None:
+            return self.eps_decay
+        return self.eps_decay_fraction * self.episodes * self.steps_per_episode
 
     def pool_size_of(self, policy: str) -> int:
         """N (candidates per pool) that ``policy`` uses at evaluation."""
@@ -141,7 +173,8 @@ class RalisConfig:
 
         positive = ("regions_per_step", "train_pool_size", "pool_size", "baseline_pool_size", "uniform_pool_size",
                     "train_budget", "bald_samples", "kl_bins", "batch_size", "step_epochs", "final_iterations",
-                    "final_repeats", "eval_batch_size", "dqn_batch_size", "replay_size", "target_update",
+                    "final_repeats", "eval_batch_size", "dqn_batch_size", "dqn_updates_per_step", "replay_size",
+                    "target_update",
                     "pretrain_images")  # fmt: skip
         for name in positive:
             need(getattr(self, name) >= 1, name, "an integer >= 1")
@@ -157,6 +190,8 @@ class RalisConfig:
         need(0 < self.dqn_gamma <= 1, "dqn_gamma", "a discount in (0, 1]")
         need(0 <= self.eps_end <= self.eps_start <= 1, "eps_start", "0 <= eps_end <= eps_start <= 1")
         need(self.eps_decay > 0, "eps_decay", "a decay constant > 0")
+        need(self.eps_decay_fraction is None or self.eps_decay_fraction > 0, "eps_decay_fraction", "a fraction > 0")
+        need(self.greedy_every >= 0, "greedy_every", "an integer >= 0")
         need(self.replay_size >= self.dqn_batch_size, "replay_size", f">= --dqn-batch-size ({self.dqn_batch_size})")
         need(self.pretrain in PRETRAIN_SOURCES, "pretrain", f"one of {PRETRAIN_SOURCES}")
         need(self.pretrain != "source" or self.dataset == "streets", "pretrain",
@@ -166,7 +201,7 @@ class RalisConfig:
         for name in ("region", "crop", "entropy_pool", "image_size"):
             value = getattr(self, name)
             need(value is None or min(value) >= 1, name, "sizes >= 1")
-        for name in ("d_s", "d_t", "d_v", "reward_images"):
+        for name in ("d_s", "d_t", "d_r", "d_v", "reward_images"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1")
 
 

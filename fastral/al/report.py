@@ -1,7 +1,9 @@
 """What a run writes: results.json, results.csv, selected_regions.json, PNG plots and the summary table.
 
 * ``results.json``: configuration, split sizes, theta_0's metrics, the policy-training log (per seed and trained
-  policy, per episode: rewards, D_R mIoU, DQN loss), every evaluation (per seed, policy and budget: test mIoU as
+  policy, per episode: rewards, D_R mIoU, TD loss, return and discounted return, the query network's Q of the
+  initial state, greedy-episode return every ``greedy_every`` episodes, labelled-class entropy, learning rate,
+  epsilon, gradient updates so far), every evaluation (per seed, policy and budget: test mIoU as
   the mean of ``final_repeats`` final trainings of ``final_iterations`` iterations, each repeat's test mIoU in
   ``test_miou_repeats``, per-class IoU, labelled pixels per class and their entropy), mean +- std over seeds per
   policy and budget with the spread over repeats, paired differences to uniform per seed with 95% confidence
@@ -11,7 +13,9 @@
 * ``selected_regions.json``: per seed and policy, the regions in labelling order with the image file and the pixel
   box (in the file's pixels), so a person could label exactly those.
 * ``miou_vs_budget.png``, ``class_frequencies.png`` (the paper's class-balance figures), ``selected_regions.png``
-  (selected regions drawn over a few D_V images, the paper's qualitative figure).
+  (selected regions drawn over a few D_V images, the paper's qualitative figure), ``policy_training.png`` (the
+  query networks' learning diagnostics per episode: returns, greedy returns, Q of the initial state against the
+  discounted return, TD loss, labelled-class entropy, learning rate and epsilon).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ def _mean_std(values) -> tuple[float | None, float | None]:
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
     if not v.size:
         return None, None
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else None  # no spread from one value
 
 
 def summarise(evaluations: list[dict]) -> list[dict]:
@@ -216,7 +220,7 @@ def plot_miou(path: Path, results: dict) -> Path:
         rows = [r for r in results["summary"] if r["policy"] == policy and r["test_miou_mean"] is not None]
         x = np.array([0] + [r["budget"] for r in rows], np.float64)
         m = 100 * np.array([theta0] + [r["test_miou_mean"] for r in rows])
-        s = 100 * np.array([0.0] + [r["test_miou_std"] for r in rows])
+        s = 100 * np.array([0.0] + [r["test_miou_std"] or 0.0 for r in rows])
         rep = 100 * np.array([0.0] + [r["test_miou_repeat_std"] or 0.0 for r in rows])
         colour = COLOURS.get(policy)
         shift = (k - (len(results["policies"]) - 1) / 2) * 0.004 * max(x.max(), 1)  # keep error bars apart
@@ -232,6 +236,52 @@ def plot_miou(path: Path, results: dict) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_policy_training(path: Path, results: dict) -> Path | None:
+    """Learning diagnostics of the query networks, one panel per quantity, one line per seed and trained policy:
+    is the query network learning?"""
+    runs = {k: v for k, v in results["policy_training"].items() if v}
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    seeds = sorted({k.split("/")[0] for k in runs}, key=int)
+    panels = [
+        ("return", "episode return (epsilon-greedy; x: greedy episode)", False),
+        ("discounted_return", "discounted return (line) and the network's Q(s_0) (dotted)", False),
+        ("mean_dqn_loss", "mean TD (Huber) loss", True),
+        ("class_entropy", "class entropy of the labelled pixels (nats)", False),
+        ("final_d_r_miou", "D_R mIoU at the end of the episode", False),
+        ("lr", "query-network learning rate (line) and epsilon (dotted)", True),
+    ]
+    for ax, (key, title, log) in zip(axes.flat, panels, strict=True):
+        for name, episodes in runs.items():
+            seed, policy = name.split("/")
+            colour = f"C{seeds.index(seed) % 10}"
+            style = "-" if policy == "ralis" else "--"
+            x = [e["episode"] for e in episodes]
+            y = [np.nan if e.get(key) is None else e[key] for e in episodes]
+            ax.plot(x, y, style, color=colour, lw=1.2, label=name)
+            if key == "return":
+                greedy = [(e["episode"], e["greedy_return"]) for e in episodes if e.get("greedy_return") is not None]
+                if greedy:
+                    ax.plot(*zip(*greedy, strict=True), "x", color=colour, ms=7)
+            if key == "discounted_return":
+                ax.plot(x, [e.get("q_initial") for e in episodes], ":", color=colour, lw=1.5)
+            if key == "lr":
+                ax.plot(x, [e.get("epsilon_start") for e in episodes], ":", color=colour, lw=1.5)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("episode")
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{results['dataset']['name']}: query-network training (solid: ralis, dashed: ralis-shuffled)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -311,7 +361,7 @@ def plot_selected_regions(path: Path, exp, state: dict, seed: int, policies, ima
 def _pm(mean, std, scale=100.0, digits=2) -> str:
     if mean is None:
         return "n/a"
-    return f"{scale * mean:.{digits}f} +- {scale * (std or 0):.{digits}f}"
+    return f"{scale * mean:.{digits}f}" + ("" if std is None else f" +- {scale * std:.{digits}f}")
 
 
 def _signed(x: float) -> str:
@@ -381,6 +431,8 @@ def write_report(out: Path, exp, state: dict, policies, run_info: dict, timing: 
     write_json(out / "results.json", results)
     write_csv(out / "results.csv", results)
     write_json(out / "selected_regions.json", plain(selected_regions(exp, state)))
+    if plots:
+        plot_policy_training(out / "policy_training.png", results)
     if plots and results["evaluations"]:
         plot_miou(out / "miou_vs_budget.png", results)
         plot_class_frequencies(out / "class_frequencies.png", results)
