@@ -1,14 +1,14 @@
 """RALIS end to end: train the query network, evaluate it against the baselines, write results and plots.
 
-    python -m fastral.run                                   # built-in streets scenes, whole pipeline, a few minutes
+    python -m fastral.run                                   # smoke run on built-in streets scenes, < 10 minutes
     python -m fastral.run --dataset camvid --data-root ../shared/data/camvid --test-split val --scale 0.5
     python -m fastral.run --policy entropy bald --budgets 480 960 --seeds 1 2 3
     python -m fastral.run --out runs/x --resume            # continue an interrupted run (even after kill -9)
     python -m fastral.run --help                            # every flag; each preset value is overridable
 
 Writes into ``--out``: results.json, results.csv, selected_regions.json, miou_vs_budget.png,
-class_frequencies.png, selected_regions.png, policy_seed<s>.pt, theta0.pt, splits.json, features.h5 (the feature
-cache) and run_state.pt (rewritten after every AL step; what ``--resume`` reads).
+class_frequencies.png, selected_regions.png, policy_training.png, policy_seed<s>[_ralis-shuffled].pt, theta0.pt,
+splits.json, features.h5 (the feature cache) and run_state.pt (rewritten after every AL step; what ``--resume`` reads).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from . import available_backends
 from .al.experiment import prepare
 from .al.loop import Runner
-from .al.presets import CONTROLS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
+from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
 from .al.report import summary_table, write_report
 from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
 from .data import DataLayoutError
@@ -63,15 +63,22 @@ def parser() -> argparse.ArgumentParser:
         epilog="With no arguments: the whole pipeline on the built-in streets data set in a few minutes on a CPU.",
     )
     p.add_argument("--dataset", default="streets", choices=sorted(PRESETS), help="data set (streets is built in)")
+    names = sorted({n for named in NAMED_PRESETS.values() for n in named})
+    p.add_argument("--preset", choices=names,
+                   help="preset of the data set's values: " + "; ".join(f"{d}: {', '.join(named)}" for d, named
+                   in NAMED_PRESETS.items()) + " (default: the first; streets' smoke is a quick end-to-end check, "
+                   "reproduce the paper's comparison in about 3 hours on 2 CPU cores)")  # fmt: skip
     p.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes (not for streets)")
-    p.add_argument("--policy", nargs="+", default=["all"], choices=[*POLICIES, "all"], metavar="POLICY",
-                   help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all (default); "
-                   f"{' and '.join(CONTROLS)} are controls: the query network untrained, and trained on shuffled "
-                   "rewards")  # fmt: skip
+    p.add_argument("--policy", nargs="+", choices=[*POLICIES, "all"], metavar="POLICY",
+                   help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all; {' and '.join(CONTROLS)} are "
+                   "controls (the query network untrained, and trained on shuffled rewards); default: the preset's "
+                   "(streets smoke: the first four; every other preset: all)")  # fmt: skip
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the segmentation network")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for small networks on a shared machine)")  # fmt: skip
-    p.add_argument("--out", type=Path, help="output folder (default: runs/ralis-<dataset>)")
+    p.add_argument("--out", type=Path,
+                   help="output folder (default: runs/ralis-<dataset>, runs/ralis-<dataset>-<preset> for a preset "
+                   "other than the data set's default)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished step")
     p.add_argument("--init-checkpoint", type=Path,
                    help="theta_0: segmentation weights to start from (e.g. from python -m fastral.train); "
@@ -98,10 +105,11 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
     overrides = {f.name: getattr(args, f.name) for f in fields}
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
-        config = get_config(args.dataset, **overrides)
+        config = get_config(args.dataset, args.preset, **overrides)
     except ValueError as exc:
         p.error(str(exc))
-    policies = list(POLICIES) if "all" in args.policy else list(dict.fromkeys(args.policy))
+    chosen = config.policies if args.policy is None else args.policy
+    policies = list(POLICIES) if "all" in chosen else list(dict.fromkeys(chosen))
     trained = [x for x in policies if x in TRAINED_POLICIES]
     if trained and config.episodes < 1:
         p.error(f"argument --episodes: the {trained[0]} policy needs >= 1 training episode, got {config.episodes}")
@@ -147,10 +155,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = p.parse_args(argv)
     config, policies = resolve(args, p)
     if args.print_config:
-        print(json.dumps({"policies": policies, **config.to_dict()}, indent=1))
+        print(json.dumps({**config.to_dict(), "policies": policies}, indent=1))
         return None
     torch.set_num_threads(args.threads)
-    out = args.out or Path("runs") / f"ralis-{config.dataset}"
+    default_preset = config.preset == PRESETS[config.dataset].preset
+    out = args.out or Path("runs") / f"ralis-{config.dataset}{'' if default_preset else '-' + config.preset}"
     run_key = {"config": config.to_dict(), "policies": policies, "init_checkpoint": str(args.init_checkpoint),
                "pretrain_from": str(args.pretrain_from), "train_init_checkpoint": str(args.train_init_checkpoint),
                "splits": str(args.splits),

@@ -22,13 +22,38 @@ from .data import PRESETS, TrainItem, load_dataset
 from .models import MODEL_PRESETS, build_model, load_checkpoint
 from .training import TrainConfig, evaluate, fit
 
+#: Defaults that depend on the data set, for flags whose default is None. ``streets`` (128x160 generated scenes)
+#: trains a half-width compact network (ResNet-18 width 16, FPN 32, branches 16) at a higher learning rate on one
+#: thread: about 5-6 min on a 2-core CPU to a test mIoU of ~0.6 with every class >= 0.2 IoU. The width defaults
+#: apply only with ``--model compact``; other data sets keep 30 epochs, lr 0.01, torch's threads, the preset.
+DATASET_DEFAULTS = {
+    "streets": {"epochs": 36, "lr": 0.05, "threads": 1, "width": 16, "fpn_channels": 32, "head_channels": 16},
+}
+GENERIC_DEFAULTS = {"epochs": 30, "lr": 0.01}
+_MODEL_SIZE_FLAGS = ("width", "fpn_channels", "head_channels")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` except for None defaults (optional flags, or data-set dependent ones)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def apply_dataset_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the flags left at None with the data set's defaults (:data:`DATASET_DEFAULTS`), then the generic ones."""
+    for key, value in {**GENERIC_DEFAULTS, **DATASET_DEFAULTS.get(args.dataset, {})}.items():
+        if getattr(args, key) is None and (key not in _MODEL_SIZE_FLAGS or args.model == "compact"):
+            setattr(args, key, value)
+    return args
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m fastral.train",
         description="Train the semantic FPN from scratch (or from --init-checkpoint) on every label of a split, "
         "with early stopping on a validation split; report per-class IoU and mIoU.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="streets", choices=sorted(PRESETS), help="data set (streets is built in)")
@@ -46,9 +71,18 @@ def parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", default="compact", choices=sorted(MODEL_PRESETS), help="model size preset")
     m.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"], help="override the preset's backbone")
-    m.add_argument("--width", type=int, help="override the backbone base width (64 = standard ResNet)")
-    m.add_argument("--fpn-channels", type=int, help="override the FPN channels")
-    m.add_argument("--head-channels", type=int, help="override the channels of each semantic branch")
+    m.add_argument(
+        "--width",
+        type=int,
+        help="override the backbone base width (64 = standard ResNet; default: the preset's, "
+        "16 for streets with --model compact)",
+    )
+    m.add_argument("--fpn-channels", type=int, help="override the FPN channels (default: the preset's, 32 for streets)")
+    m.add_argument(
+        "--head-channels",
+        type=int,
+        help="override the channels of each semantic branch (default: the preset's, 16 for streets)",
+    )
     m.add_argument("--dropout", type=float, default=0.5, help="dropout before the classifier (MC dropout)")
     m.add_argument(
         "--no-train-dropout", action="store_true", help="do not apply that dropout while training (official code)"
@@ -58,13 +92,13 @@ def parser() -> argparse.ArgumentParser:
         "--init-skip-classifier", action="store_true", help="keep a fresh classifier (checkpoint with other classes)"
     )
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=int, default=30, help="maximum number of epochs")
+    o.add_argument("--epochs", type=int, help="maximum number of epochs (default: 30; 36 for streets)")
     o.add_argument("--patience", type=int, default=10, help="stop after this many epochs without a better val mIoU")
     o.add_argument("--batch-size", type=int, default=8, help="training batch size")
     o.add_argument("--eval-batch-size", type=int, default=8, help="evaluation batch size")
     o.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="random crop size (default: whole images)")
     o.add_argument("--no-hflip", action="store_true", help="disable random horizontal flips")
-    o.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    o.add_argument("--lr", type=float, help="SGD learning rate (default: 0.01; 0.05 for streets)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (official code: 0.95)")
     o.add_argument("--weight-decay", type=float, default=1e-4, help="SGD weight decay")
     o.add_argument("--grad-clip", type=float, default=4.0, help="gradient-norm clipping (0 = off)")
@@ -72,7 +106,10 @@ def parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, default=0, help="seed of weight init, dropout, shuffling, crops and flips")
     r.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often faster on a busy machine)"
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: 1 for streets, whose small network gains little from more; torch's "
+        "choice otherwise; 1 is often faster on a busy machine)",
     )
     r.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     r.add_argument("--out", type=Path, help="output folder (default: runs/train-<dataset>)")
@@ -101,7 +138,7 @@ def _plain(x):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parser().parse_args(argv)
+    args = apply_dataset_defaults(parser().parse_args(argv))
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -111,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     val = _dataset(args, args.val_split, args.max_val_images)
     train_images = range(min(len(train), args.max_train_images or len(train)))
     val_images = range(min(len(val), args.max_val_images or len(val)))
-    overrides = {k: v for k in ("backbone", "width", "fpn_channels", "head_channels") if (v := getattr(args, k))}
+    overrides = {k: v for k in ("backbone", *_MODEL_SIZE_FLAGS) if (v := getattr(args, k))}
     model = build_model(
         train.num_classes, args.model, dropout=args.dropout, train_dropout=not args.no_train_dropout, **overrides
     )

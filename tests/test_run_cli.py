@@ -33,7 +33,7 @@ TINY = ["--image-size", "64", "80", "--region", "16", "16", "--streets-images", 
         "--budgets", "2", "4", "--seeds", "0", "1", "--batch-size", "2", "--crop", "48", "48",
         "--final-iterations", "3", "--final-repeats", "2", "--bald-samples", "3", "--dqn-batch-size", "4",
         "--replay-size", "16", "--eval-batch-size", "8", "--greedy-every", "2", "--dqn-updates-per-step", "2",
-        "--no-progress"]  # fmt: skip
+        "--policy", "all", "--no-progress"]  # fmt: skip
 COMPARED = ("theta0", "policy_training", "evaluations", "summary", "splits", "config")
 
 

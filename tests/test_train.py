@@ -117,8 +117,8 @@ def test_train_steps_learn_and_are_reproducible(ds):
 def test_evaluate_matches_an_independent_confusion_matrix(ds):
     model = tiny().eval()
     result = evaluate(model, ds, [0, 2, 3], batch_size=2)
-    with torch.no_grad():
-        pred = model(ds.images([0, 2, 3])).argmax(1)
+    with torch.no_grad():  # the same batches as evaluate: a float near-tie may argmax differently in another batch
+        pred = torch.cat([model(ds.images([0, 2])), model(ds.images([3]))]).argmax(1)
     truth = ds.labels([0, 2, 3])
     valid = truth != IGNORE_INDEX
     expected = sk_confusion_matrix(truth[valid].numpy(), pred[valid].numpy(), labels=list(range(11)))
