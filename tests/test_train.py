@@ -170,3 +170,17 @@ def test_help_documents_every_flag(capsys):
     for action in cli.parser()._actions:
         assert action.help, action.option_strings
         assert all(opt in text for opt in action.option_strings)
+
+
+def test_streets_has_its_own_defaults():
+    def args(*argv):
+        return cli.apply_dataset_defaults(cli.parser().parse_args(list(argv)))
+
+    streets = args()
+    assert (streets.epochs, streets.lr, streets.threads) == (36, 0.05, 1)
+    assert (streets.width, streets.fpn_channels, streets.head_channels) == (16, 32, 16)
+    camvid = args("--dataset", "camvid")
+    assert (camvid.epochs, camvid.lr, camvid.threads, camvid.width) == (30, 0.01, None, None)
+    explicit = args("--epochs", "3", "--lr", "0.2", "--width", "8", "--threads", "2")
+    assert (explicit.epochs, explicit.lr, explicit.width, explicit.fpn_channels, explicit.threads) == (3, 0.2, 8, 32, 2)
+    assert args("--model", "paper").width is None  # the width defaults are for the compact preset only
