@@ -132,10 +132,7 @@ def pretrain(c: RalisConfig, model, train, splits, reward, reward_indices, progr
         source, images = train, splits.indices("d_t", train)
     items = [TrainItem(i, source.label(i)) for i in images]
     generator = torch.Generator().manual_seed(derive_seed(c.pretrain_seed, "pretrain"))
-    config = train_config(c, c.pretrain_lr)
-    if c.pretrain_whole_images:
-        config = dataclasses.replace(config, crop=None)
-    result = fit(model, source, items, reward, config, epochs=c.pretrain_epochs,
+    result = fit(model, source, items, reward, train_config(c, c.pretrain_lr), epochs=c.pretrain_epochs,
                  patience=c.pretrain_patience, val_indices=reward_indices, generator=generator, progress=progress,
                  eval_batch_size=c.eval_batch_size, log=None)  # fmt: skip
     return {"source": c.pretrain, "images": len(items), "epochs": len(result.history),
@@ -174,8 +171,8 @@ def theta0_key(config: RalisConfig, splits: ALSplits, pretrain_from: Path | None
     """What a saved theta_0 was made from (checked before reusing it)."""
     fields = ("dataset", "image_size", "region", "scale", "streets_seed", "streets_images", "model", "width",
               "fpn_channels", "head_channels", "dropout", "pretrain", "pretrain_images", "pretrain_epochs",
-              "pretrain_patience", "pretrain_lr", "pretrain_seed", "pretrain_whole_images", "momentum",
-              "weight_decay", "batch_size", "crop", "grad_clip", "reward_images", "eval_batch_size")  # fmt: skip
+              "pretrain_patience", "pretrain_lr", "pretrain_seed", "momentum", "weight_decay", "batch_size", "crop",
+              "grad_clip", "reward_images", "eval_batch_size")  # fmt: skip
     full = config.to_dict()
     start = None if pretrain_from is None else file_hash(pretrain_from)
     return {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"], "pretrain_from": start}

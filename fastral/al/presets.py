@@ -75,10 +75,6 @@ class RalisConfig:
     pretrain_patience: int = _f(5, "pretraining early-stopping patience (epochs)", type=int)
     pretrain_lr: float = _f(0.01, "pretraining SGD learning rate", type=float)
     pretrain_seed: int = _f(0, "seed of the initial weights and of the pretraining", type=int)
-    pretrain_whole_images: bool = _f(
-        False, "pretrain theta_0 on whole images instead of --crop crops (thin rare objects need context)", type=bool,
-        cli=False,
-    )  # fmt: skip
     # -- active learning --------------------------------------------------------------------------------------
     regions_per_step: int = _f(24, "K: regions labelled per step = number of pools", type=int)
     train_pool_size: int = _f(20, "N while training the policy: candidates per pool", type=int)
@@ -250,7 +246,6 @@ STREETS = RalisConfig(
     pretrain_epochs=120,
     pretrain_patience=120,
     pretrain_lr=0.05,
-    pretrain_whole_images=True,  # with 64x80 crops of 10 images theta_0 never learns poles (test IoU 0 against 5)
     model="compact",
     width=16,
     fpn_channels=32,
