@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=names,
                    help="preset of the data set's values: " + "; ".join(f"{d}: {', '.join(named)}" for d, named
                    in NAMED_PRESETS.items()) + " (default: the first; streets' smoke is a quick end-to-end check, "
-                   "reproduce the paper's comparison in about 3 hours on 2 CPU cores)")  # fmt: skip
+                   "reproduce the comparison, predicted ~2 hours on 2 CPU cores, not yet run end to end)")  # fmt: skip
     p.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes (not for streets)")
     p.add_argument("--policy", nargs="+", choices=[*POLICIES, "all"], metavar="POLICY",
                    help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all; {' and '.join(CONTROLS)} are "

@@ -272,7 +272,8 @@ STREETS = RalisConfig(
 )
 
 # The reproduction of the paper's comparison on the built-in world (``--preset reproduce``): enough seeds,
-# policies, budgets and query-network updates for a result, resumable, in about 3 hours on 2 CPU cores.
+# policies, budgets and query-network updates for a result, resumable; predicted ~2 hours on 2 CPU cores from the
+# smoke run's measured step costs (not yet run end to end).
 STREETS_REPRODUCE = STREETS.replace(
     preset="reproduce",
     policies=POLICIES,
