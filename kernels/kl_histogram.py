@@ -136,15 +136,17 @@ def _kl_histogram_kernel(
     rows, row_ok, p, a = _rows(p_ptr, a_ptr, M, KP, BLOCK_M)
     lo = tl.load(lo_ptr + rows, mask=row_ok, other=0.0)
     hi = tl.load(hi_ptr + rows, mask=row_ok, other=0.0)
-    same = lo == hi
-    lo = tl.where(same, lo - 0.5, lo)[:, None]
-    hi = tl.where(same, hi + 0.5, hi)[:, None]
+    # numpy widens an empty range to +-0.5, which puts every value in the middle bin: say so directly rather than
+    # trust the float32 rounding of v - (v - 0.5) against the middle edge (as the torch and cpp backends do).
+    same = (lo == hi)[:, None]
+    lo = lo[:, None]
+    hi = tl.where(same, lo + 1.0, hi[:, None])
     bins = tl.arange(0, BLOCK_BINS)
     counts = tl.zeros([BLOCK_M, BLOCK_BINS], dtype=tl.int32)
     start = tl.program_id(1) * SPLIT_N
     for n0 in range(start, tl.minimum(start + SPLIT_N, N), BLOCK_N):
         kl, keep = _kl_tile(p, a, lq_ptr, rows, n0, N, KP, BLOCK_N, EXCLUDE_SELF)
-        idx = tl.where(keep, _bin_index(kl, lo, hi, BINS), -1)
+        idx = tl.where(keep, tl.where(same, BINS // 2, _bin_index(kl, lo, hi, BINS)), -1)
         counts += tl.sum((idx[:, :, None] == bins[None, None, :]).to(tl.int32), 1)
     out = counts_ptr + rows[:, None] * BINS + bins[None, :]
     tl.atomic_add(out, counts, mask=row_ok[:, None] & (bins < BINS)[None, :])

@@ -103,6 +103,12 @@ def test_identical_rows_fall_in_the_middle_bin(backend):
     q = torch.tensor([[2.0, 1.0, 1.0]] * 6)
     out = torch.as_tensor(kl_histogram(p.to(DEVICE), q.to(DEVICE), 8, backend=backend)).cpu()
     assert out.tolist() == [[0, 0, 0, 0, 1, 0, 0, 0]]
+    # One q row: every row of p holds a single KL value. Over many rows some value v has float32 edges
+    # v - 0.5 + 16 * (1 / 32) that round below v, which put it in bin 15 before the middle bin was set directly.
+    p = distributions(2000, 19, torch.Generator().manual_seed(7))
+    q = distributions(1, 19, torch.Generator().manual_seed(8))
+    out = torch.as_tensor(kl_histogram(p.to(DEVICE), q.to(DEVICE), 32, backend=backend)).cpu()
+    assert (out[:, 16] == 1).all(), out[out[:, 16] != 1][:3]
 
 
 @pytest.mark.parametrize("backend", backend_params("kl_histogram"))
