@@ -268,6 +268,14 @@ class ALEnvironment:
             self._weights = None
         return stats.loss
 
+    def acquire(self, pools: Pools, positions, budget: int, generator: torch.Generator) -> np.ndarray:
+        """One AL step's labelling: the oracle labels the candidate at ``positions`` in each pool (no more than
+        ``budget`` regions labelled in all) and the network trains on them. Returns their region ids."""
+        ids = pools.chosen(positions)[: budget - len(self.labelled)]
+        self.label(ids)
+        self.train_on(ids, generator)
+        return ids
+
     def reward_miou(self) -> float:
         """mIoU of the current network on D_R."""
         with self.timer.section("reward_evaluation"):

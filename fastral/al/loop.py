@@ -241,10 +241,7 @@ class Runner:
             total, prev = 0.0, exp.train_theta0_miou
             while len(env.labelled) < c.train_budget:
                 obs = env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, pools))
-                positions = agent.select(obs.actions, obs.state, explore=False).numpy()
-                ids = obs.pools.chosen(positions)[: c.train_budget - len(env.labelled)]
-                env.label(ids)
-                env.train_on(ids, train)
+                env.acquire(obs.pools, agent.select(obs.actions, obs.state, explore=False), c.train_budget, train)
                 miou = env.reward_miou()
                 total, prev = total + 100.0 * (miou - prev), miou
         return total
@@ -257,10 +254,7 @@ class Runner:
         c, timer = self.config, self.timers[PHASES[TRAIN]]
         with timer.section("dqn"):
             positions = agent.select(obs.actions, obs.state, explore=True).numpy()
-        ids = obs.pools.chosen(positions)[: c.train_budget - len(env.labelled)]
-        n = len(ids)
-        env.label(ids)
-        env.train_on(ids, streams.train)
+        n = len(env.acquire(obs.pools, positions, c.train_budget, streams.train))
         miou = env.reward_miou()
         terminal = len(env.labelled) >= c.train_budget
         nxt = None if terminal else env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, streams.pools))
@@ -296,9 +290,7 @@ class Runner:
             target = c.budgets[task["budget_index"]]
             if task["final"] is None:  # an AL step
                 pools = env.sample_pools(K, N, streams.pools)
-                ids = pools.chosen(policy.select(pools))[: target - len(env.labelled)]
-                env.label(ids)
-                env.train_on(ids, streams.train)
+                ids = env.acquire(pools, policy.select(pools), target, streams.train)
                 timer.step()
                 task["steps"] += [task["step"]] * len(ids)
                 task["step"] += 1
@@ -351,7 +343,7 @@ class Runner:
     def budget_record(self, env: ALEnvironment, seed: int, policy: str, budget: int, repeats: list[dict]) -> dict:
         """The evaluation record of one labelled set: means over the final-training repeats, and each repeat."""
         iou = np.array([[np.nan if v is None else v for v in r["test_iou"]] for r in repeats], np.float64)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from the test split: NaN, not a mean
             mean_iou = np.nanmean(iou, 0)
         pixels = env.labelled.class_histogram()
