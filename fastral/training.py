@@ -30,6 +30,8 @@ from .data.regions import TrainItem
 from .metrics import ConfusionMatrix, pixel_accuracy
 from .models.checkpoint import save_checkpoint
 
+BATCHNORM_MODES = ("train", "frozen")
+
 
 @dataclass
 class TrainConfig:
@@ -43,6 +45,10 @@ class TrainConfig:
     crop: tuple[int, int] | None = None  #: (h, w) random crop; None = whole images
     hflip: bool = True
     grad_clip: float | None = 4.0
+    #: "train": BatchNorm normalises with batch statistics and updates its running ones (the usual); "frozen": it
+    #: keeps eval-mode running statistics (its affine weights still learn). Short trainings on a few crops, as the
+    #: per-step training of an AL step, otherwise move the running statistics more than the weights.
+    batchnorm: str = "train"
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.SGD:
@@ -141,8 +147,11 @@ def train_steps(
     """Train ``model`` on ``items`` (images of ``dataset``) for ``iterations`` batches or ``epochs`` passes.
 
     Each pass visits the items in a new random order in batches of ``config.batch_size`` (the last one may be
-    smaller). ``scheduler`` (optional) is stepped after every iteration. Leaves the model in train mode.
+    smaller). ``scheduler`` (optional) is stepped after every iteration. Leaves the model in train mode (its
+    BatchNorm layers in eval mode under ``config.batchnorm == "frozen"``).
     """
+    if config.batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"TrainConfig.batchnorm: expected one of {BATCHNORM_MODES}, got {config.batchnorm!r}")
     if (iterations is None) == (epochs is None):
         raise ValueError("train_steps: pass exactly one of 'iterations' and 'epochs'")
     if not items:
@@ -152,6 +161,10 @@ def train_steps(
     total = iterations if iterations is not None else epochs * per_epoch
     device = next(model.parameters()).device
     model.train()
+    if config.batchnorm == "frozen":
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     losses, start = [], time.perf_counter()
     bar = tqdm(total=total, desc="train", disable=not progress, leave=False)
     order: list[int] = []

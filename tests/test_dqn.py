@@ -192,3 +192,39 @@ def test_shuffled_rewards_break_the_link_between_action_and_reward(shuffled):
         assert best_picked < 0.5, best_picked
     else:
         assert best_picked > 0.8, best_picked
+
+
+def _entropy_world(agent: DQNAgent, rng: np.random.Generator, episodes: int, steps: int = 3, pools: int = 8):
+    """A toy AL environment with a known best action: feature 0 of a candidate plays its mean entropy, and the
+    reward of a step, shared by its K sub-actions as in RALIS, is the mean entropy of the K chosen candidates.
+    Episodes of ``steps`` steps with a new state each step, epsilon-greedy picks, one DQN update per step: the
+    calls of the real training loop."""
+    draw = lambda *shape: torch.from_numpy(rng.normal(size=shape).astype(np.float32))  # noqa: E731
+    for _ in range(episodes):
+        state, obs = draw(R, DS), draw(pools, N, DA)
+        for t in range(steps):
+            actions = agent.select(obs, state, explore=True)
+            reward = float(obs[torch.arange(pools), actions, 0].mean())
+            last = t == steps - 1
+            nxt_state, nxt = (None, None) if last else (draw(R, DS), draw(pools, N, DA))
+            agent.remember(state, obs, actions, reward, nxt_state, nxt)
+            agent.optimize()
+            agent.end_step()
+            state, obs = nxt_state, nxt
+        agent.end_episode()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_trained_query_network_learns_the_known_best_action_and_the_untrained_control_does_not(seed):
+    """The RALIS credit signal in miniature: one reward per step shared by 8 pools. After 200 episodes (600
+    updates) the trained agent's greedy picks have a mean entropy of 0.73-0.83 (seeds 0-2; the best candidate of
+    each pool: 1.15-1.20, chance: 0); the same network untrained (the ralis-untrained control) gets -0.29-0.39."""
+    rng = np.random.default_rng(seed)
+    config = DQNConfig(lr=1e-3, batch_size=16, buffer_size=512, eps_decay=100.0, lr_decay_per_episode=1.0)
+    trained, untrained = DQNAgent(network(seed), config, seed=1), DQNAgent(network(seed), config, seed=1)
+    _entropy_world(trained, rng, 200)
+    pools = torch.from_numpy(rng.normal(size=(512, N, DA)).astype(np.float32))
+    state = torch.from_numpy(rng.normal(size=(R, DS)).astype(np.float32))
+    picked = {name: float(pools[torch.arange(512), agent.select(pools, state, explore=False), 0].mean())
+              for name, agent in (("trained", trained), ("untrained", untrained))}  # fmt: skip
+    assert picked["trained"] > 0.6 and picked["untrained"] < 0.45, picked

@@ -74,12 +74,15 @@ def test_end_to_end_writes_every_output(reference):
     summary = {(r["policy"], r["budget"]): r for r in results["summary"]}
     assert summary[("bald", 4)]["seeds"] == [0, 1] and summary[("bald", 4)]["test_miou_std"] is not None
     assert summary[("bald", 4)]["test_miou_repeat_std"] is not None and summary[("bald", 4)]["repeats"] == [2, 2]
-    paired = {(d["policy"], d["budget"]): d for d in results["paired_differences"]}
-    assert set(paired) == {(p, b) for p in policies if p != "uniform" for b in (2, 4)}
+    paired = {(d["policy"], d["reference"], d["budget"]): d for d in results["paired_differences"]}
+    assert set(paired) == {(p, "uniform", b) for p in policies if p != "uniform" for b in (2, 4)} | {
+        ("ralis", "entropy", b) for b in (2, 4)
+    }
     by_key = {(e["policy"], e["budget"], e["seed"]): e["test_miou"] for e in evaluations}
-    d = paired[("ralis", 4)]
-    assert d["differences"] == pytest.approx([by_key[("ralis", 4, s)] - by_key[("uniform", 4, s)] for s in (0, 1)])
-    assert d["ci"][0] <= d["mean"] <= d["ci"][1]
+    for reference in ("uniform", "entropy"):
+        d = paired[("ralis", reference, 4)]
+        expected = [by_key[("ralis", 4, s)] - by_key[(reference, 4, s)] for s in (0, 1)]
+        assert d["differences"] == pytest.approx(expected) and d["ci"][0] <= d["mean"] <= d["ci"][1]
     for phase in ("policy_training", "evaluation"):
         per_step = results["timing"][phase]["seconds_per_step"]
         assert {"segmentation_forward", "featurizers", "dqn", "training", "reward_evaluation"} <= set(per_step)
@@ -210,6 +213,24 @@ def test_kill_9_and_resume_ends_like_an_uninterrupted_run(reference, tmp_path):
     assert selected[0] == selected[1]
 
 
+def test_kill_9_and_resume_of_the_reproduction_preset_ends_like_an_uninterrupted_run(tmp_path):
+    """The committed reproduction (``--preset reproduce``: all six policies, per-step learning rate, several DQN
+    updates per step, epsilon decay scaled to the run), shrunk by the TINY sizes: killed twice, resumed, equal."""
+    tiny = [*TINY, "--preset", "reproduce", "--policy", "ralis", "uniform", "--seeds", "0"]
+    ref_out, out = tmp_path / "reference", tmp_path / "killed"
+    assert subprocess.run([sys.executable, "-m", "fastral.run", *tiny, "--out", str(ref_out)], cwd=REPO).returncode == 0
+    cmd = [sys.executable, "-m", "fastral.run", *tiny, "--out", str(out)]
+    with open(f"{out}.log", "ab") as log:
+        _kill_after_checkpoints(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log), out / "run_state.pt", 3)
+        _kill_after_checkpoints(subprocess.Popen([*cmd, "--resume"], cwd=REPO, stdout=log, stderr=log),
+                                out / "run_state.pt", 5)  # fmt: skip
+        assert subprocess.run([*cmd, "--resume"], cwd=REPO, stdout=log, stderr=log).returncode == 0
+    ref, resumed = (json.loads((d / "results.json").read_text()) for d in (ref_out, out))
+    assert resumed["config"]["preset"] == "reproduce" and resumed["config"]["step_lr"] == 0.03
+    for key in COMPARED:
+        assert resumed[key] == ref[key], key
+
+
 def error_of(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -229,6 +250,8 @@ def error_of(argv, capsys) -> str:
         (["--data-root", "/data"], "argument --data-root: streets is generated and takes no data root"),
         (["--pretrain", "source", "--dataset", "camvid"], "argument --pretrain: expected 'd_t' or 'none'"),
         (["--budgets", "ten"], "argument --budgets: invalid int value: 'ten'"),
+        (["--step-lr", "0"], "argument --step-lr: expected a learning rate > 0, got 0.0"),
+        (["--step-batchnorm", "off"], "argument --step-batchnorm: invalid choice: 'off'"),
         (["--eps-start", "0.01"], "argument --eps-start: expected 0 <= eps_end <= eps_start <= 1"),
         (["--init-checkpoint", "/nonexistent.pt"], "argument --init-checkpoint: file '/nonexistent.pt' does not exist"),
         (

@@ -184,3 +184,24 @@ def test_streets_has_its_own_defaults():
     explicit = args("--epochs", "3", "--lr", "0.2", "--width", "8", "--threads", "2")
     assert (explicit.epochs, explicit.lr, explicit.width, explicit.fpn_channels, explicit.threads) == (3, 0.2, 8, 32, 2)
     assert args("--model", "paper").width is None  # the width defaults are for the compact preset only
+
+
+def test_frozen_batchnorm_keeps_running_statistics_and_still_learns():
+    """TrainConfig(batchnorm="frozen"), the per-step training option of fastral.run (--step-batchnorm): BatchNorm
+    normalises with its running statistics and leaves them alone; every weight, BatchNorm's affine ones too, trains."""
+    torch.manual_seed(0)
+    data = Streets("train", seed=0, num_images=2, size=(32, 40), region=(16, 20), progress=False)
+    model = SemanticFPN(data.num_classes, width=4, fpn_channels=8, head_channels=4)
+    items = [TrainItem(i, None) for i in range(len(data))]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(lr=0.1, batch_size=2, batchnorm="frozen")
+    train_steps(model, data, items, make_optimizer(model, config), config, iterations=2)
+    after = model.state_dict()
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and not any(m.training for m in bn) and model.training
+    stats = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    affine = [f"{name}.{p}" for name, m in model.named_modules() if m in bn for p in ("weight", "bias")]
+    assert affine and all(not torch.equal(before[k], after[k]) for k in affine)
+    with pytest.raises(ValueError, match=r"TrainConfig\.batchnorm: expected one of"):
+        train_steps(model, data, items, make_optimizer(model, config), TrainConfig(batchnorm="off"), iterations=1)

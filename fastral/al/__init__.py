@@ -40,6 +40,9 @@ speed without changing what is computed:
     ``ralis-shuffled`` (trained on rewards shuffled across the replay memory);
   * the per-episode one-epoch "final train" that only chose ``policy_best`` is skipped; evaluations use the last
     policy, as the official test script does (``policy_last``);
+  * ``--step-lr`` and ``--step-batchnorm`` separate the training after each AL step from the final training
+    (defaults: the official single learning rate, BatchNorm in train mode); the streets reproduction uses a per-step
+    learning rate of 0.03 (see its comment in presets.py and docs/results/README.md for what was measured);
   * when fewer than K*N unlabelled regions remain, N shrinks instead of the sampler failing;
   * the segmentation learning rate is constant (the official ExponentialLR(0.998) is stepped twice per epoch);
   * splits are disjoint (the official Cityscapes D_S lies inside D_V) and built in sorted file order;

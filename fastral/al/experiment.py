@@ -50,7 +50,13 @@ class Experiment:
         return self.splits.indices(name, self.train)
 
     def train_config(self) -> TrainConfig:
+        """Settings of the final training at a budget."""
         return train_config(self.config, self.config.lr)
+
+    def step_train_config(self) -> TrainConfig:
+        """Settings of the training after each AL step (``--step-lr``; BatchNorm as ``--step-batchnorm`` says)."""
+        c = self.config
+        return dataclasses.replace(train_config(c, c.step_lr or c.lr), batchnorm=c.step_batchnorm)
 
     @property
     def feature_dim(self) -> int:

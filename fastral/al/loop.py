@@ -113,7 +113,7 @@ class Runner:
     def make_env(self, images, timer: Timer, theta0: dict) -> ALEnvironment:
         exp, c = self.exp, self.config
         return ALEnvironment(
-            exp.train, images, exp.images("d_s"), exp.model, theta0, exp.train_config(), exp.reward,
+            exp.train, images, exp.images("d_s"), exp.model, theta0, exp.step_train_config(), exp.reward,
             exp.reward_indices, exp.cache, timer, step_epochs=c.step_epochs, entropy_pool=c.entropy_pool,
             kl_bins=c.kl_bins, eval_batch_size=c.eval_batch_size,
         )  # fmt: skip

@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..training import BATCHNORM_MODES
+
 POLICIES = ("ralis", "uniform", "entropy", "bald", "ralis-untrained", "ralis-shuffled")
 # Controls: the query network at initialisation, and one trained on rewards shuffled across transitions. A RALIS
 # gain that comes from learning beats both; either matching RALIS means the gain is not the DQN's doing.
@@ -102,6 +104,16 @@ class RalisConfig:
     )
     grad_clip: float = _f(4.0, "gradient-norm clipping (0 = off)", type=float)
     step_epochs: int = _f(1, "epochs over the newly labelled regions after each AL step", type=int)
+    step_lr: float | None = _f(
+        None, "SGD learning rate of the training after each AL step (default: --lr, as the official code)", type=float
+    )
+    step_batchnorm: str = _f(
+        "train",
+        "BatchNorm during the training after each AL step: 'train' (batch statistics, running statistics updated, "
+        "as the official code) or 'frozen' (theta_0's running statistics kept; the final training always uses "
+        "'train')",
+        choices=BATCHNORM_MODES,
+    )
     final_iterations: int = _f(
         3000,
         "final training at a budget: SGD iterations on all labelled regions (the same for every policy; poly-decayed "
@@ -187,6 +199,7 @@ class RalisConfig:
         need(self.scale > 0, "scale", "a factor > 0")
         for name in ("lr", "dqn_lr", "pretrain_lr"):
             need(getattr(self, name) > 0, name, "a learning rate > 0")
+        need(self.step_lr is None or self.step_lr > 0, "step_lr", "a learning rate > 0")
         need(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)")
         need(0 < self.dqn_gamma <= 1, "dqn_gamma", "a discount in (0, 1]")
         need(0 <= self.eps_end <= self.eps_start <= 1, "eps_start", "0 <= eps_end <= eps_start <= 1")
@@ -283,6 +296,7 @@ STREETS_REPRODUCE = STREETS.replace(
     eps_decay_fraction=0.2,
     greedy_every=10,
     budgets=(64, 128, 192),
+    step_lr=0.03,
 )
 
 # Every (data set, preset name); the first preset of a data set is its default.
