@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from . import available_backends
+from ._atomic import remove_stale_temporaries
+from ._lock import FolderBusyError, FolderLock
 from .al.experiment import prepare
 from .al.loop import Runner
 from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
@@ -165,7 +167,25 @@ def main(argv: list[str] | None = None) -> dict | None:
                "splits": str(args.splits),
                "test_split": args.test_split}  # fmt: skip
     runtime = {"device": args.device, "threads": args.threads}
+    lock = FolderLock(out)
+    try:
+        lock.acquire()
+    except FolderBusyError as exc:
+        p.error(f"argument --out: {exc}; wait for that run to end or choose another --out")
+    except OSError as exc:
+        p.error(f"argument --out: cannot write to '{out}': {exc.strerror or exc}")
+    try:
+        return run_locked(p, args, config, policies, out, run_key, runtime)
+    finally:
+        lock.release()
+
+
+def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict, runtime: dict) -> dict:
+    """The run, with ``out`` locked: no other writer is live there."""
     state = open_state(p, out, args.resume, run_key, runtime)
+    stale = remove_stale_temporaries(out)
+    if stale:
+        print(f"fastral.run: removed {len(stale)} temporary file(s) that a killed run left in '{out}'")
     started = time.perf_counter()
     smoke = " (SMOKE RUN: a quick end-to-end check, too few seeds for conclusions)" if config.preset == "smoke" else ""
     print(f"fastral.run: {config.dataset}{smoke}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,
                       pretrain_from=args.pretrain_from, train_init_checkpoint=args.train_init_checkpoint,
                       splits_file=args.splits, cache_file=args.cache, test_split=args.test_split,
-                      progress=not args.no_progress)  # fmt: skip
+                      resume=state is not None, progress=not args.no_progress)  # fmt: skip
     except (DataLayoutError, CheckpointError, ValueError) as exc:
         p.error(str(exc))
     prepare_seconds = time.perf_counter() - started

@@ -66,6 +66,17 @@ def test_cityscapes_style_recipe_takes_d_r_from_train(train):
     assert splits.split_of("d_r") == "train"
 
 
+def test_held_back_test_images_are_disjoint_from_every_set(train, tmp_path):
+    """CamVid without its test folder: d_test images of the source split become the test set."""
+    splits = build_splits(train, dataclasses.replace(RECIPE, d_test=4), seed=0, progress=False)
+    sets = {n: set(splits.indices(n)) for n in ("d_s", "d_t", "d_v", "test")}
+    assert [len(sets[n]) for n in ("d_s", "d_t", "d_v", "test")] == [3, 5, 4, 4]
+    assert set.union(*sets.values()) == set(range(16)) and splits.split_of("test") == "train"
+    assert ALSplits.load(splits.save(tmp_path / "s.json")).indices("test", train) == sorted(sets["test"])
+    with pytest.raises(ValueError, match=r"needs 8 labelled .* plus d_test 9 plus d_v the rest"):
+        build_splits(train, dataclasses.replace(RECIPE, d_test=9), progress=False)
+
+
 def test_presets():
     camvid, cityscapes = get_preset("camvid").al, get_preset("cityscapes").al
     assert (camvid.d_s, camvid.d_t, camvid.reward_split, camvid.test_split) == (10, 100, "val", "test")

@@ -5,6 +5,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from _data_helpers import shared_data
 
 from fastral import run as cli
+from fastral._lock import FolderLock
 from fastral.al.experiment import prepare
 from fastral.al.loop import Runner
 from fastral.al.presets import TRAINED_POLICIES, RalisConfig
@@ -231,6 +233,34 @@ def test_kill_9_and_resume_of_the_reproduction_preset_ends_like_an_uninterrupted
         assert resumed[key] == ref[key], key
 
 
+def test_held_back_test_images_are_the_test_set(reference, tmp_path, capsys):
+    """--d-test: the test set is images of the source split held back from every RALIS set (CamVid's train + val
+    copy has no labelled test split); --test-split cannot name another one as well. The folder holds what an
+    interrupted first attempt with other split sizes left (its splits.json, a temporary of a killed write): the
+    new run builds its own split and removes the temporary."""
+    argv = [*TINY, "--policy", "uniform", "--seeds", "0", "--d-test", "4", "--no-plots"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "splits.json").write_bytes((reference[0] / "splits.json").read_bytes())
+    (tmp_path / "run" / ".run_state.pt.x8f2k1qz.tmp").write_bytes(b"half a state")
+    results = cli.main([*argv, "--out", str(tmp_path / "run")])
+    assert "removed 1 temporary file(s) that a killed run left" in capsys.readouterr().out
+    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert results["splits"]["test"] == 4 and results["splits"]["test_split"] == "train"
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())["sets"]
+    held = set(splits["test"]["indices"])
+    assert len(held) == 4 and all(not held & set(splits[n]["indices"]) for n in ("d_s", "d_t", "d_v"))
+    err = error_of([*argv, "--test-split", "val", "--out", str(tmp_path / "both")], capsys)
+    expected = "argument --test-split: the split holds back test images of 'train' (--d-test), got --test-split 'val'"
+    assert expected in err
+
+
+def test_a_second_run_on_a_busy_out_is_refused(tmp_path, capsys):
+    with FolderLock(tmp_path / "busy"):
+        err = error_of([*TINY, "--out", str(tmp_path / "busy")], capsys)
+    assert f"argument --out: '{tmp_path / 'busy'}' is in use by another running process (pid {os.getpid()})" in err
+    assert not (tmp_path / "busy" / "run_state.pt").exists()
+
+
 def error_of(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)
@@ -252,6 +282,12 @@ def error_of(argv, capsys) -> str:
         (["--budgets", "ten"], "argument --budgets: invalid int value: 'ten'"),
         (["--step-lr", "0"], "argument --step-lr: expected a learning rate > 0, got 0.0"),
         (["--step-batchnorm", "off"], "argument --step-batchnorm: invalid choice: 'off'"),
+        (["--grad-clip", "-1"], "argument --grad-clip: expected a gradient-norm bound >= 0 (0 = off), got -1.0"),
+        (["--grad-clip", "nan"], "argument --grad-clip: expected a finite number, got nan"),
+        (["--lr", "inf"], "argument --lr: expected a finite number, got inf"),
+        (["--momentum", "1"], "argument --momentum: expected a momentum in [0, 1), got 1.0"),
+        (["--seeds", "0", "4294967296"], "argument --seeds: expected seeds in [0, 4294967295], got (0, 4294967296)"),
+        (["--split-seed", "-1"], "argument --split-seed: expected a seed in [0, 4294967295], got -1"),
         (["--eps-start", "0.01"], "argument --eps-start: expected 0 <= eps_end <= eps_start <= 1"),
         (["--init-checkpoint", "/nonexistent.pt"], "argument --init-checkpoint: file '/nonexistent.pt' does not exist"),
         (

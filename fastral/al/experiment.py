@@ -35,7 +35,7 @@ class Experiment:
     train: object  #: the source split (D_S, D_T, D_V are image indices into it)
     reward: object  #: the split D_R lives in
     reward_indices: list[int]
-    test: object
+    test: object  #: the split of the final test
     splits: ALSplits
     model: torch.nn.Module
     theta0: dict  #: initial weights of the evaluations (CPU state dict)
@@ -44,6 +44,7 @@ class Experiment:
     device: torch.device
     train_theta0: dict  #: initial weights of the policy-training episodes (theta0 unless given separately)
     train_theta0_miou: float  #: their mIoU on D_R: the first reward of an episode is a gain over it
+    test_indices: list[int] | None = None  #: the test images of ``test`` (None: all of it)
 
     def images(self, name: str) -> list[int]:
         """Image indices of split set ``name`` (d_s, d_t, d_v) in the source split."""
@@ -87,11 +88,13 @@ def load_split(config: RalisConfig, root, split: str, progress: bool):
     return load_dataset(config.dataset, root, split, **dataset_kwargs(config, split, progress))
 
 
-def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None, progress: bool) -> ALSplits:
-    """The run's split: ``splits_file`` if given, else ``<out>/splits.json`` if present (a resumed run), else
-    built from the data set's recipe with the overrides d_s / d_t / d_r / d_v."""
+def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None, resume: bool,
+                progress: bool) -> ALSplits:  # fmt: skip
+    """The run's split: ``splits_file`` if given, else ``<out>/splits.json`` when resuming, else built from the
+    data set's recipe with the overrides d_s / d_t / d_r / d_v / d_test (a new run never reuses a split file that
+    an interrupted attempt left in ``out``: its sizes or seed may be other than this run's)."""
     saved = out / SPLITS_FILE
-    path = splits_file or (saved if saved.is_file() else None)
+    path = splits_file or (saved if resume and saved.is_file() else None)
     if path is not None:
         splits = ALSplits.load(path)
         for name in ("d_s", "d_t", "d_v"):
@@ -101,7 +104,8 @@ def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None,
         if config.d_r is not None and recipe.d_r is None:
             raise ValueError(f"argument --d-r: {config.dataset}'s reward set is its whole {recipe.reward_split!r} "
                              f"split (use --reward-images to use fewer of its images), got {config.d_r}")  # fmt: skip
-        changes = {k: getattr(config, k) for k in ("d_s", "d_t", "d_r", "d_v") if getattr(config, k) is not None}
+        names = ("d_s", "d_t", "d_r", "d_v", "d_test")
+        changes = {k: getattr(config, k) for k in names if getattr(config, k) is not None}
         splits = build_splits(train, dataclasses.replace(recipe, **changes), seed=config.split_seed, progress=progress)
     splits.save(saved)
     return splits
@@ -196,20 +200,29 @@ def prepare(
     splits_file: Path | None = None,
     cache_file: Path | None = None,
     test_split: str | None = None,
+    resume: bool = False,
     progress: bool = True,
     log=print,
 ) -> Experiment:
     out.mkdir(parents=True, exist_ok=True)
     train = load_split(config, data_root, get_preset(config.dataset).al.source, progress)
-    splits = make_splits(config, train, out, splits_file, progress)
+    splits = make_splits(config, train, out, splits_file, resume, progress)
     check_pool_sizes(config, train, splits)
     d_r = splits.sets["d_r"]
     reward = train if d_r.split == train.split else load_split(config, data_root, d_r.split, progress)
     reward_indices = splits.indices("d_r", reward)[: config.reward_images]
+    held_back = splits.sets["test"].indices is not None  # test images of the source split (--d-test)
+    if held_back and test_split is not None:
+        raise ValueError(f"argument --test-split: the split holds back test images of {train.split!r} (--d-test), "
+                         f"got --test-split {test_split!r} as well")  # fmt: skip
     test_name = test_split or splits.split_of("test")
-    if test_name == d_r.split:
+    if test_name == d_r.split and not held_back:
         warnings.warn(f"the test split {test_name!r} also holds D_R: test numbers are not held out", stacklevel=2)
-    test = reward if test_name == reward.split else load_split(config, data_root, test_name, progress)
+    if held_back:
+        test, test_indices = train, splits.indices("test", train)
+    else:
+        test = reward if test_name == reward.split else load_split(config, data_root, test_name, progress)
+        test_indices = None
     model = build_network(config, train.num_classes)
     if init_checkpoint is not None:
         load_checkpoint(init_checkpoint, model)
@@ -221,7 +234,7 @@ def prepare(
     model.to(device).eval()
     theta0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     d_r_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
-    ev = evaluate(model, test, batch_size=config.eval_batch_size)
+    ev = evaluate(model, test, test_indices, config.eval_batch_size)
     metrics = {"pretraining": summary, "d_r_miou": d_r_miou, "test_miou": ev.miou, "test_iou": ev.iou.tolist(),
                "test_accuracy": ev.accuracy}  # fmt: skip
     train_theta0, train_miou = theta0, d_r_miou
@@ -234,7 +247,7 @@ def prepare(
     per_image = train.regions.per_image
     cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train), per_image)
     exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device,
-                     train_theta0, train_miou)  # fmt: skip
+                     train_theta0, train_miou, test_indices)  # fmt: skip
     return exp
 
 

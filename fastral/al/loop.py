@@ -335,7 +335,7 @@ class Runner:
                 train_steps(model, exp.train, items, optimizer, config, iterations=c.final_iterations,
                             generator=generator, scheduler=poly_schedule(optimizer, c.final_iterations))  # fmt: skip
         with timer.section("test_evaluation"):
-            ev = evaluate(model, exp.test, batch_size=c.eval_batch_size)
+            ev = evaluate(model, exp.test, exp.test_indices, c.eval_batch_size)
             d_r = evaluate(model, exp.reward, exp.reward_indices, c.eval_batch_size)
         return {"test_miou": ev.miou, "test_iou": ev.iou.tolist(), "test_accuracy": ev.accuracy,
                 "d_r_miou": d_r.miou}  # fmt: skip

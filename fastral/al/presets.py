@@ -11,6 +11,7 @@ the whole pipeline (policy training, four policies at three budgets, final train
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ POLICIES = ("ralis", "uniform", "entropy", "bald", "ralis-untrained", "ralis-shu
 CONTROLS = ("ralis-untrained", "ralis-shuffled")
 TRAINED_POLICIES = ("ralis", "ralis-shuffled")  # policies whose query network is trained per seed
 PRETRAIN_SOURCES = ("source", "d_t", "none")
+MAX_SEED = 2**32 - 1
 
 
 def _f(default, help: str, **meta) -> Any:
@@ -57,6 +59,13 @@ class RalisConfig:
         type=int,
     )
     d_v: int | None = _f(None, "images in D_V, the pool policies are evaluated on (default: the rest)", type=int)
+    d_test: int | None = _f(
+        None,
+        "hold back this many images of the source split as the test set, disjoint from D_S / D_T / D_R / D_V "
+        "(for data without a labelled test split, e.g. CamVid with train and val only; default: the data set's "
+        "test split)",
+        type=int,
+    )
     reward_images: int | None = _f(None, "use only the first N images of D_R for rewards and early stopping", type=int)
     split_seed: int = _f(0, "seed of the D_S / D_T / D_R / D_V split (one split for all seeds)", type=int)
     # -- segmentation network ---------------------------------------------------------------------------------
@@ -184,6 +193,10 @@ class RalisConfig:
                     f"argument --{name.replace('_', '-')}: expected {expected}, got {getattr(self, name)!r}"
                 )
 
+        for f in dataclasses.fields(self):  # NaN and inf pass every range check below: refuse them first
+            value = getattr(self, f.name)
+            if isinstance(value, float):
+                need(math.isfinite(value), f.name, "a finite number")
         positive = ("regions_per_step", "train_pool_size", "pool_size", "baseline_pool_size", "uniform_pool_size",
                     "train_budget", "bald_samples", "kl_bins", "batch_size", "step_epochs", "final_iterations",
                     "final_repeats", "eval_batch_size", "dqn_batch_size", "dqn_updates_per_step", "replay_size",
@@ -196,11 +209,21 @@ class RalisConfig:
         need(len(self.budgets) >= 1 and all(b >= 1 for b in self.budgets), "budgets", "one or more budgets >= 1")
         need(list(self.budgets) == sorted(set(self.budgets)), "budgets", "strictly increasing budgets")
         need(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "one or more distinct seeds")
+        # the random streams take 32 bits of a seed: a larger one would silently repeat a smaller one's experiment
+        need(all(0 <= s <= MAX_SEED for s in self.seeds), "seeds", f"seeds in [0, {MAX_SEED}]")
+        for name in ("split_seed", "pretrain_seed", "streets_seed"):
+            need(0 <= getattr(self, name) <= MAX_SEED, name, f"a seed in [0, {MAX_SEED}]")
         need(self.scale > 0, "scale", "a factor > 0")
         for name in ("lr", "dqn_lr", "pretrain_lr"):
             need(getattr(self, name) > 0, name, "a learning rate > 0")
         need(self.step_lr is None or self.step_lr > 0, "step_lr", "a learning rate > 0")
         need(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)")
+        for name in ("momentum", "dqn_momentum"):
+            need(0 <= getattr(self, name) < 1, name, "a momentum in [0, 1)")
+        for name in ("weight_decay", "dqn_weight_decay"):
+            need(getattr(self, name) >= 0, name, "a weight decay >= 0")
+        need(self.grad_clip >= 0, "grad_clip", "a gradient-norm bound >= 0 (0 = off)")
+        need(0 < self.dqn_lr_decay <= 1, "dqn_lr_decay", "a decay factor in (0, 1]")
         need(0 < self.dqn_gamma <= 1, "dqn_gamma", "a discount in (0, 1]")
         need(0 <= self.eps_end <= self.eps_start <= 1, "eps_start", "0 <= eps_end <= eps_start <= 1")
         need(self.eps_decay > 0, "eps_decay", "a decay constant > 0")
@@ -215,7 +238,7 @@ class RalisConfig:
         for name in ("region", "crop", "entropy_pool", "image_size"):
             value = getattr(self, name)
             need(value is None or min(value) >= 1, name, "sizes >= 1")
-        for name in ("d_s", "d_t", "d_r", "d_v", "reward_images"):
+        for name in ("d_s", "d_t", "d_r", "d_v", "d_test", "reward_images"):
             need(getattr(self, name) is None or getattr(self, name) >= 1, name, "an integer >= 1")
 
 

@@ -126,6 +126,7 @@ def compile_results(exp, state: dict, policies, run_info: dict, timing: dict) ->
     rare = rare_classes(train_distribution, len(names))
     theta0 = exp.theta0_metrics
     evaluations = [add_rare_measures(r, rare) for r in state["evaluations"]]
+    tested = len(exp.test_indices) if exp.test_indices is not None else len(exp.test)
     baseline = add_rare_measures({**theta0, "seed": None, "policy": "theta0", "budget": 0,
                                   "labelled_pixels": [0] * len(names), "class_entropy": 0.0}, rare)  # fmt: skip
     step_fractions = [t["fraction_of_step"]["featurizers"] for t in timing.values() if t["steps"]]
@@ -134,7 +135,7 @@ def compile_results(exp, state: dict, policies, run_info: dict, timing: dict) ->
         "dataset": {"name": train.name, "image_size": [train.height, train.width], "region": list(train.region),
                     "regions_per_image": train.regions.per_image, "classes": names},
         "splits": {name: len(exp.images(name)) for name in ("d_s", "d_t", "d_v")}
-        | {"d_r": len(exp.reward_indices), "d_r_split": exp.reward.split, "test": len(exp.test),
+        | {"d_r": len(exp.reward_indices), "d_r_split": exp.reward.split, "test": tested,
            "test_split": exp.test.split, "d_s_kl": exp.splits.d_s_kl},
         "config": exp.config.to_dict(),
         "policies": list(policies),

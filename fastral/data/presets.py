@@ -51,7 +51,8 @@ class ALSplitRecipe:
 
     ``d_s``, ``d_t`` and ``d_r`` images are drawn from ``source``; ``d_v`` is that many more, or all the rest of
     ``source`` when None. When ``d_r`` is None the whole ``reward_split`` is the reward/early-stopping set.
-    ``test_split`` is the held-out split of the final mIoU.
+    ``test_split`` is the held-out split of the final mIoU, unless ``d_test`` images of ``source``, disjoint from
+    every other set, are held back as the test set instead (for a copy of the data without a labelled test split).
     """
 
     source: str
@@ -61,6 +62,7 @@ class ALSplitRecipe:
     d_v: int | None
     reward_split: str | None
     test_split: str
+    d_test: int | None = None
 
 
 @dataclass(frozen=True)

@@ -187,8 +187,9 @@ def build_splits(
 ) -> ALSplits:
     """Build D_S / D_T / D_R / D_V from ``train`` (the recipe's source split) and name the reward and test splits.
 
-    A seeded permutation of the images gives the labelled part (D_S + D_T + D_R, uniformly sampled) and D_V
-    (the next ``d_v`` images, or all the rest); D_S is chosen within the labelled part to match the class
+    A seeded permutation of the images gives the labelled part (D_S + D_T + D_R, uniformly sampled), the
+    held-back test images (the next ``d_test``, if the recipe has them) and D_V (the next ``d_v`` images, or all
+    the rest); D_S is chosen within the labelled part to match the class
     distribution of the whole of ``train`` (see :func:`choose_state_set`), D_T and D_R are the rest of it.
     """
     recipe = recipe or train.preset.al
@@ -198,16 +199,20 @@ def build_splits(
         raise ValueError(f"splits: the recipe draws from split {recipe.source!r}, got the {train.split!r} split")
     n = len(train)
     n_labelled = recipe.d_s + recipe.d_t + (recipe.d_r or 0)
-    n_v = n - n_labelled if recipe.d_v is None else recipe.d_v
-    if n_labelled + n_v > n or n_v < 1:
+    n_test = recipe.d_test or 0
+    n_v = n - n_labelled - n_test if recipe.d_v is None else recipe.d_v
+    if n_labelled + n_test + n_v > n or n_v < 1:
         raise ValueError(
             f"splits: {train.name}/{train.split} has {n} images; the recipe needs {n_labelled} labelled "
-            f"(d_s {recipe.d_s} + d_t {recipe.d_t} + d_r {recipe.d_r or 0}) plus d_v {recipe.d_v or 'the rest (>= 1)'}"
+            f"(d_s {recipe.d_s} + d_t {recipe.d_t} + d_r {recipe.d_r or 0})"
+            + (f" plus d_test {n_test}" if n_test else "")
+            + f" plus d_v {recipe.d_v or 'the rest (>= 1)'}"
         )
     hist = class_histograms(train, progress=progress)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    labelled, d_v = perm[:n_labelled], perm[n_labelled : n_labelled + n_v]
+    labelled, test = perm[:n_labelled], perm[n_labelled : n_labelled + n_test]
+    d_v = perm[n_labelled + n_test : n_labelled + n_test + n_v]
     d_s, kl = choose_state_set(hist, labelled, recipe.d_s, rng, trials)
     rest = labelled[~np.isin(labelled, d_s)]
     d_t, d_r = rest[: recipe.d_t], rest[recipe.d_t :]
@@ -218,7 +223,7 @@ def build_splits(
 
     sets = {"d_s": source_set(d_s), "d_t": source_set(d_t), "d_v": source_set(d_v)}
     sets["d_r"] = source_set(d_r) if recipe.d_r is not None else SplitSet(recipe.reward_split)
-    sets["test"] = SplitSet(recipe.test_split)
+    sets["test"] = source_set(test) if n_test else SplitSet(recipe.test_split)
     total = hist.sum(0)
     distribution = {
         "train": (total / max(total.sum(), 1)).tolist(),
