@@ -27,14 +27,16 @@ import torch
 from . import available_backends
 from ._atomic import remove_stale_temporaries
 from ._lock import FolderBusyError, FolderLock
-from .al.experiment import prepare
+from .al.experiment import file_hash, prepare
 from .al.loop import Runner
 from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
 from .al.report import summary_table, write_report
 from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
 from .data import DataLayoutError
 from .models import CheckpointError
+from .training import TrainingDivergedError
 
+INPUT_FILES = ("init_checkpoint", "pretrain_from", "train_init_checkpoint", "splits")  # read, never written
 RUNTIME_KEYS = ("device", "threads")  # may change on --resume (results may then differ in the last digits)
 
 
@@ -123,7 +125,7 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
         p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
     if args.init_checkpoint is not None and args.pretrain_from is not None:
         p.error("argument --pretrain-from: not with --init-checkpoint (theta_0 is then that checkpoint)")
-    for name in ("init_checkpoint", "pretrain_from", "train_init_checkpoint", "splits"):
+    for name in INPUT_FILES:
         path = getattr(args, name)
         if path is not None and not path.is_file():
             p.error(f"argument --{name.replace('_', '-')}: file '{path}' does not exist")
@@ -166,6 +168,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                "pretrain_from": str(args.pretrain_from), "train_init_checkpoint": str(args.train_init_checkpoint),
                "splits": str(args.splits),
                "test_split": args.test_split}  # fmt: skip
+    # A file replaced between a kill and --resume would give a silently mixed run: its content is part of the key.
+    contents = {name: file_hash(path) for name in INPUT_FILES if (path := getattr(args, name)) is not None}
+    if contents:
+        run_key["input_sha256"] = contents
     runtime = {"device": args.device, "threads": args.threads}
     lock = FolderLock(out)
     try:
@@ -200,7 +206,10 @@ def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict,
     prepare_seconds = time.perf_counter() - started
     runner = Runner(exp, policies, out, state, progress=not args.no_progress)
     runner.state.update(run_key=run_key, runtime=runtime)
-    runner.run()
+    try:
+        runner.run()
+    except TrainingDivergedError as exc:
+        sys.exit(f"fastral.run: error: {exc} (the run state of the last good step is in '{out}')")
     run_info = {"wall_seconds": time.perf_counter() - started, "prepare_seconds": prepare_seconds,
                 "resumed": args.resume, "torch": torch.__version__, "python": platform.python_version(),
                 "ops_backends": {op: [b for b, why in available_backends(exp.device, op).items() if not why]

@@ -20,7 +20,7 @@ import torch
 from ._atomic import write_json
 from .data import PRESETS, TrainItem, load_dataset
 from .models import MODEL_PRESETS, build_model, load_checkpoint
-from .training import TrainConfig, evaluate, fit
+from .training import TrainConfig, TrainingDivergedError, evaluate, fit
 
 #: Defaults that depend on the data set, for flags whose default is None. ``streets`` (128x160 generated scenes)
 #: trains a half-width compact network (ResNet-18 width 16, FPN 32, branches 16) at a higher learning rate on one
@@ -46,6 +46,31 @@ def apply_dataset_defaults(args: argparse.Namespace) -> argparse.Namespace:
         if getattr(args, key) is None and (key not in _MODEL_SIZE_FLAGS or args.model == "compact"):
             setattr(args, key, value)
     return args
+
+
+def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """A parser error naming the flag, the expected and the received value, before any work is done."""
+
+    def need(ok: bool, flag: str, expected: str) -> None:
+        if not ok:
+            p.error(f"argument --{flag}: expected {expected}, got {getattr(args, flag.replace('-', '_'))!r}")
+
+    for flag in ("lr", "momentum", "weight-decay", "grad-clip", "dropout", "scale"):
+        need(math.isfinite(getattr(args, flag.replace("-", "_"))), flag, "a finite number")
+    need(args.lr > 0, "lr", "a learning rate > 0")
+    need(0 <= args.momentum < 1, "momentum", "a momentum in [0, 1)")
+    need(args.weight_decay >= 0, "weight-decay", "a weight decay >= 0")
+    need(args.grad_clip >= 0, "grad-clip", "a gradient-norm bound >= 0 (0 = off)")
+    need(0 <= args.dropout < 1, "dropout", "a probability in [0, 1)")
+    need(args.scale > 0, "scale", "a factor > 0")
+    for flag in ("epochs", "patience", "batch-size", "eval-batch-size"):
+        need(getattr(args, flag.replace("-", "_")) >= 1, flag, "an integer >= 1")
+    for flag in ("max-train-images", "max-val-images", "threads"):
+        value = getattr(args, flag.replace("-", "_"))
+        need(value is None or value >= 1, flag, "an integer >= 1")
+    need(args.crop is None or min(args.crop) >= 1, "crop", "sizes >= 1")
+    for flag in ("seed", "streets-seed"):
+        need(0 <= getattr(args, flag.replace("-", "_")) < 2**32, flag, "a seed in [0, 4294967295]")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,7 +163,9 @@ def _plain(x):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = apply_dataset_defaults(parser().parse_args(argv))
+    p = parser()
+    args = apply_dataset_defaults(p.parse_args(argv))
+    check_args(args, p)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -164,11 +191,15 @@ def main(argv: list[str] | None = None) -> dict:
           f"{torch.get_num_threads()} threads")  # fmt: skip
     items = [TrainItem(i) for i in train_images]  # full labels, read per batch
     start = time.perf_counter()
-    result = fit(
-        model, train, items, val, config, epochs=args.epochs, patience=args.patience, val_indices=val_images,
-        lr_schedule=args.lr_schedule, checkpoint=out / "best.pt", generator=torch.Generator().manual_seed(args.seed),
-        progress=not args.no_progress, eval_batch_size=args.eval_batch_size,
-    )  # fmt: skip
+    try:
+        result = fit(
+            model, train, items, val, config, epochs=args.epochs, patience=args.patience, val_indices=val_images,
+            lr_schedule=args.lr_schedule, checkpoint=out / "best.pt",
+            generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
+            eval_batch_size=args.eval_batch_size,
+        )  # fmt: skip
+    except TrainingDivergedError as exc:
+        sys.exit(f"fastral.train: error: {exc}")
     total = time.perf_counter() - start
     epochs_run = len(result.history)
     summary = {

@@ -33,6 +33,10 @@ from .models.checkpoint import save_checkpoint
 BATCHNORM_MODES = ("train", "frozen")
 
 
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite (the weights are left as they were before that step)."""
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings. The official code uses momentum 0.95, weight decay 1e-4 and gradient-norm
@@ -174,6 +178,12 @@ def train_steps(
         batch, order = order[: config.batch_size], order[config.batch_size :]
         images, labels = make_batch(dataset, [items[i] for i in batch], config.crop, config.hflip, generator)
         loss = segmentation_loss(model(images.to(device)), labels.to(device))
+        value = float(loss.detach())
+        if not math.isfinite(value):  # stop before the step: NaN weights would be saved and reported as a result
+            raise TrainingDivergedError(
+                f"training diverged: the loss is {value} at iteration {len(losses) + 1} of {total} "
+                f"(learning rate {optimizer.param_groups[0]['lr']:g}); try a lower learning rate"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -181,7 +191,7 @@ def train_steps(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        losses.append(float(loss.detach()))
+        losses.append(value)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()

@@ -325,6 +325,28 @@ def test_out_and_resume_are_checked(reference, tmp_path, capsys):
     assert "started with other settings: config.episodes: 3 -> 4" in error_of(changed, capsys)
 
 
+def test_resume_checks_the_content_of_input_files(reference, tmp_path, capsys):
+    """A split file (or checkpoint) replaced between a kill and --resume is caught by its content, not its path."""
+    splits = tmp_path / "splits.json"
+    splits.write_bytes((reference[0] / "splits.json").read_bytes())
+    argv = [
+        *TINY,
+        "--policy",
+        "uniform",
+        "--seeds",
+        "0",
+        "--no-plots",
+        "--splits",
+        str(splits),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    cli.main(argv)
+    before = json.loads(splits.read_text())
+    splits.write_text(json.dumps(before))  # the same sets, other bytes: a different file all the same
+    assert "started with other settings: input_sha256.splits: " in error_of([*argv, "--resume"], capsys)
+
+
 def test_help_documents_every_preset_value(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])

@@ -17,6 +17,7 @@ from fastral.data.fixtures import write_camvid
 from fastral.models import SemanticFPN, load_checkpoint
 from fastral.training import (
     TrainConfig,
+    TrainingDivergedError,
     crop_origin,
     evaluate,
     fit,
@@ -205,3 +206,37 @@ def test_frozen_batchnorm_keeps_running_statistics_and_still_learns():
     assert affine and all(not torch.equal(before[k], after[k]) for k in affine)
     with pytest.raises(ValueError, match=r"TrainConfig\.batchnorm: expected one of"):
         train_steps(model, data, items, make_optimizer(model, config), TrainConfig(batchnorm="off"), iterations=1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+        (["--lr", "nan"], "argument --lr: expected a finite number, got nan"),
+        (["--lr", "0"], "argument --lr: expected a learning rate > 0, got 0.0"),
+        (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+        (["--grad-clip", "-1"], "argument --grad-clip: expected a gradient-norm bound >= 0 (0 = off), got -1.0"),
+        (["--momentum", "inf"], "argument --momentum: expected a finite number, got inf"),
+        (["--crop", "0", "8"], "argument --crop: expected sizes >= 1, got [0, 8]"),
+        (["--seed", "-1"], "argument --seed: expected a seed in [0, 4294967295], got -1"),
+    ],
+)
+def test_bad_train_flags_are_named_before_any_work(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_loss_stops_training_before_the_step(ds):
+    """A diverged training raises instead of stepping: NaN weights are never saved or reported as a result."""
+    torch.manual_seed(0)
+    model = SemanticFPN(ds.num_classes, width=4, fpn_channels=8, head_channels=4)
+    with torch.no_grad():
+        model.classifier.bias[0] = float("inf")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(lr=0.1, batch_size=2)
+    with pytest.raises(TrainingDivergedError, match=r"the loss is nan at iteration 1 of 3 \(learning rate 0\.1\)"):
+        train_steps(model, ds, [TrainItem(0, None)], make_optimizer(model, config), config, iterations=3)
+    assert all(torch.equal(v, before[k]) or k.endswith("running_mean") or k.endswith("running_var")
+               or k.endswith("num_batches_tracked") for k, v in model.state_dict().items())  # fmt: skip
