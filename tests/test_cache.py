@@ -6,7 +6,7 @@ import h5py
 import pytest
 import torch
 
-from fastral.al.cache import FIELDS, SCHEMA_VERSION, FeatureCache, _checksum, weights_hash
+from fastral.al.cache import FIELDS, SCHEMA_VERSION, FeatureCache, FeatureCacheError, _checksum, weights_hash
 from fastral.al.features import RegionFeatures
 
 R, D, C1 = 4, 7, 3
@@ -79,6 +79,26 @@ def test_truncated_file_is_rebuilt_with_a_warning(tmp_path):
         cache = FeatureCache(path, "toy", num_images=5, regions=R)
     assert cache.lookup("w", [0]) == {}
     assert (tmp_path / "f.h5.stale").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "text file", "other program's hdf5"])
+def test_a_path_that_is_not_a_fastral_cache_is_refused_and_left_alone(tmp_path, kind):
+    path = tmp_path / "f.h5"
+    if kind == "directory":
+        path.mkdir()
+        (path / "keep.txt").write_text("mine")
+        message = "is a directory, not a feature cache file"
+    elif kind == "text file":
+        path.write_text("my notes")
+        message = "is not an HDF5 file, so not a fastral feature cache: refusing to overwrite it"
+    else:
+        with h5py.File(path, "w") as f:
+            f["data"] = [1, 2, 3]
+        message = "is an HDF5 file without fastral's schema attribute, not a feature cache: refusing"
+    before = sorted(p.name for p in tmp_path.rglob("*")), path.is_file() and path.read_bytes()
+    with pytest.raises(FeatureCacheError, match=message):
+        FeatureCache(path, "toy", num_images=5, regions=R)
+    assert (sorted(p.name for p in tmp_path.rglob("*")), path.is_file() and path.read_bytes()) == before
 
 
 def test_other_schema_version_is_rebuilt_with_a_warning(tmp_path):

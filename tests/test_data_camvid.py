@@ -1,5 +1,7 @@
 """CamVid loader on generated fixtures in the SegNet layout, and on the real copy when it is present."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,15 @@ def test_real_camvid_val():
     values = set(np.unique(np.concatenate([ds.label(i).numpy().ravel() for i in range(0, 101, 10)])).tolist())
     assert values <= set(range(11)) | {IGNORE_INDEX} and len(values) >= 10
     assert ds.image(0).shape == (3, 360, 480)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_content_hash_follows_the_pixels_not_the_file_names(root, cache):
+    """Feature caches are keyed by it: an image replaced in place (same name) must change it."""
+    before = small(root, cache=cache).content_hash()
+    assert small(root, cache=not cache).content_hash() == before  # decoded in memory or read per image: the same
+    path = Path(small(root).path(2))
+    pixels = np.asarray(Image.open(path)).copy()
+    pixels[0, 0] ^= 0xFF
+    write_png(path, pixels)
+    assert small(root, cache=cache).content_hash() != before

@@ -254,6 +254,13 @@ def test_held_back_test_images_are_the_test_set(reference, tmp_path, capsys):
     assert expected in err
 
 
+def test_a_cache_path_that_is_not_a_cache_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    err = error_of([*TINY, "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "notes")], capsys)
+    assert f"argument --cache: '{tmp_path / 'notes'}' is a directory, not a feature cache file" in err
+    assert not (tmp_path / "run" / "theta0.pt").exists() and (tmp_path / "notes").is_dir()
+
+
 def test_a_second_run_on_a_busy_out_is_refused(tmp_path, capsys):
     with FolderLock(tmp_path / "busy"):
         err = error_of([*TINY, "--out", str(tmp_path / "busy")], capsys)

@@ -18,8 +18,10 @@ Safety:
     read concurrently and never see a write in progress;
   * an image's checksum is written after its rows and checked on every read, so rows left half-written by a
     killed run read as missing (recomputed), never as wrong features;
-  * a file that cannot be opened (truncated) or has another schema version is moved aside and rebuilt, with a
-    warning; so is one that opens but fails while reading or writing features (a damaged chunk or index).
+  * a cache file that cannot be opened (truncated) or has another schema version is moved aside and rebuilt, with
+    a warning; so is one that opens but fails while reading or writing features (a damaged chunk or index);
+  * a path that is not a fastral cache (a folder, a non-HDF5 file, another program's HDF5 file) is refused, never
+    moved or overwritten.
 """
 
 from __future__ import annotations
@@ -42,6 +44,34 @@ from .features import RegionFeatures
 SCHEMA_VERSION = 2  # 2: class_counts (raw counts, the official KL inputs) replaced class_dist (fractions)
 FIELDS = ("base", "class_counts", "entropy_mean")  # RegionFeatures._fields
 DAMAGE = (OSError, KeyError, RuntimeError, TypeError, ValueError)  # what h5py raises on a damaged file
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class FeatureCacheError(ValueError):
+    """The cache path holds something that is not a fastral feature cache."""
+
+
+def _refuse_foreign(path: Path) -> None:
+    """Raise :class:`FeatureCacheError` if ``path`` holds something other than a fastral cache (checked before
+    the cache's lock file is made, so a refused path gets nothing new beside it)."""
+    if path.is_dir():
+        raise FeatureCacheError(f"'{path}' is a directory, not a feature cache file")
+    if not path.exists():
+        return
+    with open(path, "rb") as f:  # h5py writes the signature at offset 0 (no user block)
+        if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise FeatureCacheError(f"'{path}' is not an HDF5 file, so not a fastral feature cache: refusing to "
+                                    "overwrite it; give a new file name")  # fmt: skip
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            ours = "schema" in f.attrs
+    except OSError:  # an HDF5 signature h5py cannot open: a cache truncated by a kill (moved aside later)
+        return
+    if not ours:
+        raise FeatureCacheError(f"'{path}' is an HDF5 file without fastral's schema attribute, not a feature cache: "
+                                "refusing to overwrite it; give a new file name")  # fmt: skip
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -89,7 +119,10 @@ class FeatureCache:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _validate_file(self) -> None:
-        """Create the file, or move an unreadable / other-schema one aside and start afresh (with a warning)."""
+        """Create the file, or move an unreadable / other-schema cache aside and start afresh (with a warning).
+        A path that is not a fastral cache (a folder, a file that is not HDF5, an HDF5 file without fastral's
+        schema attribute) is never moved or overwritten: :class:`FeatureCacheError`."""
+        _refuse_foreign(self.path)
         with self._locked(exclusive=True):
             problem = None
             if self.path.exists():
@@ -98,7 +131,7 @@ class FeatureCache:
                         schema = f.attrs.get("schema")
                         if schema != SCHEMA_VERSION:
                             problem = f"schema version {schema!r}, expected {SCHEMA_VERSION}"
-                except OSError as exc:
+                except OSError as exc:  # an HDF5 signature that h5py cannot open: our file, truncated by a kill
                     problem = f"unreadable ({exc})"
             if problem is not None:
                 self._move_aside(problem)

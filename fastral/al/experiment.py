@@ -21,7 +21,7 @@ import torch
 from ..data import ALSplits, TrainItem, build_splits, get_preset, load_dataset
 from ..models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from ..training import TrainConfig, evaluate, fit
-from .cache import FeatureCache
+from .cache import FeatureCache, FeatureCacheError
 from .presets import RalisConfig
 from .run_state import derive_seed
 
@@ -111,17 +111,12 @@ def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None,
     return splits
 
 
-def file_list_hash(dataset) -> str:
-    digest = hashlib.sha256("\n".join(dataset.relpath(i) for i in range(len(dataset))).encode())
-    return digest.hexdigest()[:16]
-
-
 def cache_namespace(config: RalisConfig, dataset) -> str:
     """What the cached features depend on besides the weights: data set, split, image and region sizes, pooling
-    grid and the exact image list."""
+    grid and the images' content (not their file names: images replaced in place get new features)."""
     (rh, rw), (ph, pw) = dataset.region, config.entropy_pool
     return (f"{dataset.name}/{dataset.split}/{dataset.height}x{dataset.width}/r{rh}x{rw}/p{ph}x{pw}/"
-            f"{file_list_hash(dataset)}")  # fmt: skip
+            f"{dataset.content_hash()}")  # fmt: skip
 
 
 def build_network(config: RalisConfig, num_classes: int) -> torch.nn.Module:
@@ -206,6 +201,11 @@ def prepare(
 ) -> Experiment:
     out.mkdir(parents=True, exist_ok=True)
     train = load_split(config, data_root, get_preset(config.dataset).al.source, progress)
+    try:  # before any work: a --cache path that is not a cache is refused at once
+        cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train),
+                             train.regions.per_image)  # fmt: skip
+    except FeatureCacheError as exc:
+        raise ValueError(f"argument --cache: {exc}") from None
     splits = make_splits(config, train, out, splits_file, resume, progress)
     check_pool_sizes(config, train, splits)
     d_r = splits.sets["d_r"]
@@ -244,8 +244,6 @@ def prepare(
         train_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
         metrics["policy_training_theta0"] = {"source": f"checkpoint {train_init_checkpoint}", "d_r_miou": train_miou}
         model.load_state_dict(theta0)
-    per_image = train.regions.per_image
-    cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train), per_image)
     exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device,
                      train_theta0, train_miou, test_indices)  # fmt: skip
     return exp

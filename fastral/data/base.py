@@ -8,6 +8,7 @@ Conventions, the same for every data set:
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import textwrap
 from pathlib import Path
@@ -221,6 +222,17 @@ class SegmentationDataset:
         """``path(i)`` relative to the data root, with '/' separators: stable across machines (split files)."""
         p = Path(self.path(i))
         return p.relative_to(self.root).as_posix() if self.root is not None else p.as_posix()
+
+    def content_hash(self) -> str:
+        """A SHA-256 of every image's pixels as the data set serves them (decoded, resized), in index order: it
+        changes when any image's content does, whatever its file name (feature caches are keyed by it)."""
+        digest = hashlib.sha256(f"{self.height}x{self.width}:{len(self)}".encode())
+        if self._images is not None:  # already decoded in memory: hashing costs a memory pass
+            digest.update(np.ascontiguousarray(self._images).data)
+        else:
+            for i in range(len(self)):
+                digest.update(np.ascontiguousarray(self.image_uint8(i)).data)
+        return digest.hexdigest()[:16]
 
     def index(self, i) -> int:
         """``i`` checked to be an image index of this data set."""
