@@ -105,6 +105,7 @@ def test_json_round_trip_and_checks(tmp_path, train):
 def test_leaky_or_broken_files_are_rejected(tmp_path, train):
     d = build_splits(train, RECIPE, progress=False).to_dict()
     d["sets"]["d_v"]["indices"].append(d["sets"]["d_s"]["indices"][0])  # the official Cityscapes leak
+    d["sets"]["d_v"]["files"].append(d["sets"]["d_s"]["files"][0])
     (tmp_path / "leak.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="d_s and d_v share images"):
         ALSplits.load(tmp_path / "leak.json")
@@ -113,6 +114,35 @@ def test_leaky_or_broken_files_are_rejected(tmp_path, train):
         ALSplits.load(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="missing"):
         ALSplits("streets", 0, {n: SplitSet("train", []) for n in SET_NAMES[:-1]})
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: d["sets"]["d_t"].update(indices=[3, 3, 4]), r"sets\.d_t\.indices: expected distinct image indices"),
+        (lambda d: d["sets"]["d_t"].update(indices=[1.5, 2]), r"sets\.d_t\.indices: expected a list of integer"),
+        (lambda d: d["sets"]["d_t"].update(indices=[-1, 2]), r"sets\.d_t\.indices: expected image indices >= 0"),
+        (lambda d: d["sets"]["d_t"].update(indices=[], files=[]), r"sets\.d_t\.indices: expected at least one"),
+        (lambda d: d["sets"]["d_t"].update(files=["a.png"]), r"sets\.d_t\.files: expected one file name per index"),
+        (lambda d: d["sets"].update(d_x={"split": "train"}), r"sets\.d_x: unknown set"),
+        (lambda d: d["sets"].update(d_s=[1, 2]), r"sets\.d_s: expected \{'split'"),
+        (lambda d: d.update(sets=[1]), r"'sets' must be an object"),
+        (lambda d: d.update(seed="0"), r"'seed' an integer"),
+        (lambda d: d.pop("format"), r"not a fastral split file: format None"),
+    ],
+)
+def test_every_field_of_a_split_file_is_checked(tmp_path, train, damage, message):
+    d = build_splits(train, RECIPE, progress=False).to_dict()
+    damage(d)
+    (tmp_path / "s.json").write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=message):
+        ALSplits.load(tmp_path / "s.json")
+
+
+def test_a_split_file_that_is_a_json_list_is_refused(tmp_path):
+    (tmp_path / "s.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a fastral split file: expected a JSON object, got list"):
+        ALSplits.load(tmp_path / "s.json")
 
 
 def test_recipe_errors(train):

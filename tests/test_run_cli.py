@@ -261,6 +261,14 @@ def test_a_cache_path_that_is_not_a_cache_is_refused_before_any_work(tmp_path, c
     assert not (tmp_path / "run" / "theta0.pt").exists() and (tmp_path / "notes").is_dir()
 
 
+def test_a_bad_split_file_is_named_with_its_field(reference, tmp_path, capsys):
+    d = json.loads((reference[0] / "splits.json").read_text())
+    d["sets"]["d_t"]["indices"][1] = d["sets"]["d_t"]["indices"][0]
+    (tmp_path / "s.json").write_text(json.dumps(d))
+    err = error_of([*TINY, "--out", str(tmp_path / "run"), "--splits", str(tmp_path / "s.json")], capsys)
+    assert f"argument --splits: split file '{tmp_path / 's.json'}': sets.d_t.indices: expected distinct" in err
+
+
 def test_a_second_run_on_a_busy_out_is_refused(tmp_path, capsys):
     with FolderLock(tmp_path / "busy"):
         err = error_of([*TINY, "--out", str(tmp_path / "busy")], capsys)

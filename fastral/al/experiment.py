@@ -96,9 +96,12 @@ def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None,
     saved = out / SPLITS_FILE
     path = splits_file or (saved if resume and saved.is_file() else None)
     if path is not None:
-        splits = ALSplits.load(path)
-        for name in ("d_s", "d_t", "d_v"):
-            splits.check(name, train)
+        try:
+            splits = ALSplits.load(path)
+            for name in ("d_s", "d_t", "d_v"):
+                splits.check(name, train)
+        except ValueError as exc:
+            raise ValueError(f"argument --splits: {exc}" if splits_file else str(exc)) from None
     else:
         recipe = get_preset(config.dataset).al
         if config.d_r is not None and recipe.d_r is None:

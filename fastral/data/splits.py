@@ -114,10 +114,23 @@ class ALSplits:
         return write_json(path, self.to_dict())
 
     @classmethod
-    def from_dict(cls, d: dict) -> ALSplits:
+    def from_dict(cls, d) -> ALSplits:
+        """Splits from their JSON form, every field checked (a ValueError names the field, the expected and the
+        received value)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"not a fastral split file: expected a JSON object, got {type(d).__name__}")
         if d.get("format") != SPLITS_FORMAT:
             raise ValueError(f"not a fastral split file: format {d.get('format')!r}, expected {SPLITS_FORMAT!r}")
-        sets = {n: SplitSet(**s) for n, s in d["sets"].items()}
+        if not isinstance(d.get("dataset"), str) or not _is_int(d.get("seed")):
+            raise ValueError(f"'dataset' must be a name and 'seed' an integer, got {d.get('dataset')!r} and "
+                             f"{d.get('seed')!r}")  # fmt: skip
+        if not isinstance(d.get("sets"), dict):
+            raise ValueError(f"'sets' must be an object of the sets {SET_NAMES}, got {d.get('sets')!r}")
+        sets = {name: _set_from_dict(name, s) for name, s in d["sets"].items()}
+        kl, distribution = d.get("d_s_kl"), d.get("class_distribution", {})
+        if not (kl is None or isinstance(kl, (int, float))) or not isinstance(distribution, dict):
+            raise ValueError(f"'d_s_kl' must be a number and 'class_distribution' an object, got {kl!r} and "
+                             f"{distribution!r}")  # fmt: skip
         return cls(d["dataset"], d["seed"], sets, d.get("d_s_kl"), d.get("class_distribution", {}))
 
     @classmethod
@@ -125,8 +138,39 @@ class ALSplits:
         try:
             with open(path) as f:
                 return cls.from_dict(json.load(f))
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read split file '{path}': {exc!r}") from exc
+        except ValueError as exc:
+            raise ValueError(f"split file '{path}': {exc}") from None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _set_from_dict(name: str, s) -> SplitSet:
+    """One set of a split file, checked: a split name, and distinct image indices >= 0 with one file each."""
+    where = f"sets.{name}"
+    if name not in SET_NAMES:
+        raise ValueError(f"{where}: unknown set; expected the sets {SET_NAMES}")
+    if not isinstance(s, dict) or not isinstance(s.get("split"), str) or set(s) - {"split", "indices", "files"}:
+        raise ValueError(f"{where}: expected {{'split': name, 'indices': [...], 'files': [...]}}, got {s!r}")
+    indices, files = s.get("indices"), s.get("files")
+    if indices is None:
+        return SplitSet(s["split"])
+    if not isinstance(indices, list) or not all(_is_int(i) for i in indices):
+        raise ValueError(f"{where}.indices: expected a list of integer image indices, got {indices!r}")
+    if not indices:
+        raise ValueError(f"{where}.indices: expected at least one image, got an empty list")
+    if min(indices) < 0:
+        raise ValueError(f"{where}.indices: expected image indices >= 0, got {min(indices)}")
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise ValueError(f"{where}.indices: expected distinct image indices, got {repeated[:10]} more than once")
+    if files is not None and (not isinstance(files, list) or len(files) != len(indices)
+                              or not all(isinstance(f, str) for f in files)):  # fmt: skip
+        raise ValueError(f"{where}.files: expected one file name per index ({len(indices)}), got {files!r}")
+    return SplitSet(s["split"], indices, files)
 
 
 def class_histograms(dataset, indices=None, progress: bool = True) -> np.ndarray:
