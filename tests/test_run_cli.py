@@ -322,6 +322,20 @@ def test_missing_data_root_says_how_to_get_the_data(tmp_path, capsys):
     assert "leftImg8bit" in err and "cityscapes-dataset.com" in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--entropy-pool", "32", "32"], "argument --entropy-pool: expected a grid no finer than the 16x16 region"),
+        (["--crop", "8", "8"], "argument --crop: expected a crop that contains a 16x16 region and fits the 64x80"),
+        (["--crop", "16", "96"], "argument --crop: expected a crop that contains a 16x16 region and fits the 64x80"),
+        (["--crop", "16", "16", "--batch-size", "1"], "argument --batch-size: with 16x16 crops a batch of 1 gives"),
+    ],
+)
+def test_region_crop_and_batch_sizes_are_checked_before_any_work(tmp_path, capsys, extra, message):
+    assert message in error_of([*TINY, "--out", str(tmp_path / "run"), *extra], capsys)
+    assert not (tmp_path / "run" / "theta0.pt").exists()
+
+
 def test_budgets_must_fit_the_pools(tmp_path, capsys):
     err = error_of([*TINY, "--out", str(tmp_path / "a"), "--budgets", "2", "601"], capsys)
     assert "argument --budgets: D_V has 600 regions, got a budget of 601" in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,7 @@ def prepare(
         raise ValueError(f"argument --cache: {exc}") from None
     splits = make_splits(config, train, out, splits_file, resume, progress)
     check_pool_sizes(config, train, splits)
+    check_region_sizes(config, train)
     d_r = splits.sets["d_r"]
     reward = train if d_r.split == train.split else load_split(config, data_root, d_r.split, progress)
     reward_indices = splits.indices("d_r", reward)[: config.reward_images]
@@ -250,6 +252,23 @@ def prepare(
     exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device,
                      train_theta0, train_miou, test_indices)  # fmt: skip
     return exp
+
+
+def check_region_sizes(c: RalisConfig, train) -> None:
+    """Raise ValueError (naming the flag) for an entropy grid finer than a region, a training crop that cannot
+    contain a region, or a batch whose deepest BatchNorm would see one value per channel."""
+    region, image = tuple(train.region), (train.height, train.width)
+    if any(p > r for p, r in zip(c.entropy_pool, region, strict=True)):
+        raise ValueError(f"argument --entropy-pool: expected a grid no finer than the {region[0]}x{region[1]} "
+                         f"region (at most one cell per pixel), got {tuple(c.entropy_pool)}")  # fmt: skip
+    crop = tuple(c.crop) if c.crop is not None else image
+    if c.crop is not None and not all(r <= k <= n for r, k, n in zip(region, crop, image, strict=True)):
+        raise ValueError(f"argument --crop: expected a crop that contains a {region[0]}x{region[1]} region and fits "
+                         f"the {image[0]}x{image[1]} images, got {crop}")  # fmt: skip
+    deepest = math.ceil(crop[0] / 32) * math.ceil(crop[1] / 32)  # the backbone's stride-32 map
+    if c.batch_size * deepest < 2:
+        raise ValueError(f"argument --batch-size: with {crop[0]}x{crop[1]} crops a batch of {c.batch_size} gives "
+                         "BatchNorm a single value per channel at the network's deepest layer; use >= 2")  # fmt: skip
 
 
 def check_pool_sizes(c: RalisConfig, train, splits: ALSplits) -> None:
