@@ -1,5 +1,6 @@
 """CamVid loader on generated fixtures in the SegNet layout, and on the real copy when it is present."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,16 @@ def test_content_hash_follows_the_pixels_not_the_file_names(root, cache):
     pixels[0, 0] ^= 0xFF
     write_png(path, pixels)
     assert small(root, cache=cache).content_hash() != before
+
+
+def test_upper_case_png_files_count_and_non_utf8_names_are_named(root):
+    """``X.PNG`` is a PNG (not silently skipped); a file name that is not UTF-8 gives an error that names it."""
+    for folder in ("train", "trainannot"):
+        path = root / folder / "0001TP_000030.png"
+        path.rename(path.with_name("0001TP_000030.PNG"))
+    assert len(small(root)) == 4 and small(root).relpath(0).endswith(".PNG")
+    bad, label = os.fsdecode(b"0001TP_\xff.png"), np.asarray(Image.open(small(root).label_path(0)))
+    for folder in ("train", "trainannot"):
+        write_png(root / folder / bad, label)
+    with pytest.raises(ImageFileError, match=r"the file name .*0001TP_\\udcff\.png. is not valid UTF-8; rename it"):
+        small(root)

@@ -59,10 +59,20 @@ def check_split(preset: DatasetPreset, split: str) -> None:
         raise ValueError(f"{preset.name}: argument 'split' must be one of {preset.splits}, got {split!r}")
 
 
+def png_files(folder: Path) -> list[Path]:
+    """The PNG files directly in ``folder``, sorted by name; ``.PNG`` and other spellings of the suffix count."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+
+
 def pair_files(preset: DatasetPreset, images, label_of) -> list[tuple[Path, Path]]:
-    """``(image, label_of(image))`` for each image path, in the given order; raises if a label file is missing."""
+    """``(image, label_of(image))`` for each image path, in the given order; raises if a label file is missing
+    or a file name is not valid UTF-8 (split files and results store names as text)."""
     items = []
     for image in images:
+        try:
+            image.as_posix().encode("utf-8")
+        except UnicodeEncodeError:
+            raise ImageFileError(f"{preset.name}: the file name {str(image)!r} is not valid UTF-8; rename it") from None
         label = label_of(image)
         if not label.is_file():
             raise ImageFileError(f"{preset.name}: image '{image}' has no label file '{label}'")

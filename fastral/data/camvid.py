@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import IGNORE_INDEX, PairedFileDataset, check_split, make_lut, pair_files, require_dir
+from .base import IGNORE_INDEX, PairedFileDataset, check_split, make_lut, pair_files, png_files, require_dir
 from .presets import CAMVID
 
 VOID = 11  #: CamVid's void label; mapped to IGNORE_INDEX
@@ -17,7 +17,7 @@ def camvid_items(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     check_split(CAMVID, split)
     images = require_dir(CAMVID, root, split)
     labels = require_dir(CAMVID, root, split + "annot")
-    return pair_files(CAMVID, sorted(images.glob("*.png")), lambda image: labels / image.name)
+    return pair_files(CAMVID, png_files(images), lambda image: labels / image.name)
 
 
 class CamVid(PairedFileDataset):

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, PairedFileDataset, check_split, layout_error, make_lut, pair_files, require_dir
+from .base import (
+    IGNORE_INDEX,
+    PairedFileDataset,
+    check_split,
+    layout_error,
+    make_lut,
+    pair_files,
+    png_files,
+    require_dir,
+)
 from .cityscapes import LABEL_TO_TRAIN_ID
 from .presets import CAMVID_CLASSES, CITYSCAPES_CLASSES
 from .presets import GTA5 as PRESET
@@ -56,7 +65,7 @@ def gta5_items(root: str | Path, split: str, skip_known_mismatched: bool = True)
         skipped = skip_known_mismatched and frame in KNOWN_MISMATCHED_IDS
         return not skipped and (wanted is None or frame in wanted)
 
-    images = [image for image in sorted(images.glob("*.png")) if keep(image)]
+    images = [image for image in png_files(images) if keep(image)]
     return pair_files(PRESET, images, lambda image: labels / image.name)
 
 
