@@ -8,6 +8,7 @@ back with :func:`to_kind`. The kind of the *first* array argument decides the ki
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,27 +33,51 @@ def array_kind(x: Any) -> str:
     return TORCH
 
 
+# numpy dtypes torch can view (float128, unsigned 16-64 bit and others would fail inside torch.from_numpy).
+NUMPY_DTYPES = tuple(np.dtype(t) for t in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32",
+                                           "float64", "complex64", "complex128"))  # fmt: skip
+
+
 def as_tensor(x: Any, name: str, op: str) -> torch.Tensor:
-    """``x`` as a torch tensor sharing its memory. Raises TypeError naming ``op`` and ``name`` otherwise."""
+    """``x`` as a dense torch tensor sharing its memory. Raises TypeError naming ``op`` and ``name`` otherwise."""
     if isinstance(x, torch.Tensor):
-        return x.detach()
+        return _dense(x.detach(), name, op)
+    if isinstance(x, np.ma.MaskedArray):  # its mask would silently be dropped
+        raise TypeError(f"{op}: argument '{name}' is a numpy masked array; pass its data and its mask as "
+                        "'ignore_mask' (True = ignore) where the op takes one")  # fmt: skip
     if isinstance(x, np.ndarray):
-        if x.dtype.byteorder == ">" or not x.dtype.isnative:
-            raise TypeError(f"{op}: argument '{name}' must be a native-byte-order array, got dtype {x.dtype.str}")
-        if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.number):
-            if any(s < 0 for s in x.strides):
-                x = np.ascontiguousarray(x)  # torch cannot view negative strides (e.g. arr[::-1])
-            return torch.from_numpy(x)
-        raise TypeError(f"{op}: argument '{name}' must be a numeric array, got numpy dtype {x.dtype}")
+        if x.dtype.fields is not None or x.dtype.byteorder == ">" or not x.dtype.isnative:
+            kind = "a plain (not structured)" if x.dtype.fields is not None else "a native-byte-order"
+            raise TypeError(f"{op}: argument '{name}' must be {kind} array, got dtype {x.dtype.str}")
+        if x.dtype not in NUMPY_DTYPES:
+            raise TypeError(f"{op}: argument '{name}' must be a numeric array of a dtype torch reads "
+                            f"({', '.join(d.name for d in NUMPY_DTYPES)}), got numpy dtype {x.dtype}")  # fmt: skip
+        if any(s < 0 for s in x.strides):
+            x = np.ascontiguousarray(x)  # torch cannot view negative strides (e.g. arr[::-1])
+        if not x.flags.writeable:  # the ops only read their inputs: torch's "not writable" warning does not apply
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                return torch.from_numpy(x)
+        return torch.from_numpy(x)
     if hasattr(x, "__dlpack__"):
         try:
-            return torch.from_dlpack(x)
+            t = torch.from_dlpack(x)
         except Exception as exc:  # the producer's own error says what it cannot export
             raise TypeError(f"{op}: argument '{name}' could not be read through DLPack: {exc}") from exc
+        return _dense(t, name, op)
     raise TypeError(
         f"{op}: argument '{name}' must be a numpy array, a torch tensor or an object with __dlpack__, "
         f"got {type(x).__module__}.{type(x).__qualname__}"
     )
+
+
+def _dense(t: torch.Tensor, name: str, op: str) -> torch.Tensor:
+    """A strided tensor with data, its negative / conjugate bits resolved (read as stored, they would be wrong)."""
+    if t.layout != torch.strided:
+        raise TypeError(f"{op}: argument '{name}' must be a dense (strided) tensor, got layout {t.layout}")
+    if t.device.type == "meta":
+        raise TypeError(f"{op}: argument '{name}' is on the meta device, which holds no data")
+    return t.resolve_neg().resolve_conj()
 
 
 def to_kind(t: torch.Tensor | None, kind: str) -> Any:

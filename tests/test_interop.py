@@ -58,6 +58,58 @@ def test_non_array_inputs_are_type_errors():
         fastral.kl_histogram(np.array([["a", "b"]]), np.ones((2, 2)))
 
 
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda x: np.ma.masked_array(x), "is a numpy masked array; pass its data and its mask as 'ignore_mask'"),
+        (lambda x: x.astype(np.longdouble), "must be a numeric array of a dtype torch reads"),
+        (lambda x: np.zeros(x.shape, [("a", "f4"), ("b", "f4")]), r"must be a plain \(not structured\) array"),
+        (lambda x: torch.from_numpy(x).to_sparse(), r"must be a dense \(strided\) tensor, got layout torch.sparse_coo"),
+        (lambda x: torch.empty(x.shape, device="meta"), "is on the meta device, which holds no data"),
+    ],
+)
+def test_unsupported_arrays_are_type_errors_naming_op_and_argument(make, message):
+    x = np.random.default_rng(3).normal(size=(1, 4, 8, 8)).astype(np.float32)
+    for op in (lambda a: fastral.region_stats(a, 4, 2), lambda a: fastral.bald(a[None])):
+        with pytest.raises(TypeError, match=message):
+            op(make(x))
+
+
+def test_negative_bit_views_and_read_only_arrays_are_read_as_their_values():
+    x = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 4, 8, 8)).astype(np.float32))
+    neg = torch._neg_view(x)  # a view that reads as -x through a bit, not through its memory
+    assert neg.is_neg()
+    expected = fastral.region_stats(-x, 4, 2)
+    for got, want in zip(fastral.region_stats(neg, 4, 2), expected, strict=True):
+        assert torch.equal(got, want)
+    frozen = (-x).numpy().copy()
+    frozen.flags.writeable = False  # no "not writable" warning: the ops never write their inputs (warnings = errors)
+    np.testing.assert_array_equal(fastral.region_stats(frozen, 4, 2).counts, expected.counts.numpy())
+
+
+def test_probabilities_passed_as_logits_warn_once_per_op(monkeypatch):
+    monkeypatch.setattr("fastral.ops._common._warned_probabilities", set())
+    p = np.random.default_rng(5).dirichlet(np.ones(4), size=(2, 8, 8)).transpose(0, 3, 1, 2).astype(np.float32)
+    for op in (lambda a: fastral.region_stats(a, 4, 2), lambda a: fastral.bald(a[None])):
+        with pytest.warns(UserWarning, match="look like probabilities .* pass from_logits=False"):
+            op(p)
+        op(p)  # once per op: this call is silent (warnings are errors here)
+    fastral.region_stats(p, 4, 2, from_logits=False)
+    logits = np.log(p)  # the same pixels as logits: no warning
+    monkeypatch.setattr("fastral.ops._common._warned_probabilities", set())
+    fastral.region_stats(logits, 4, 2)
+
+
+def test_region_grid_validates_its_arguments():
+    assert fastral.region_grid(10, 7, 3) == (3, 2) and fastral.region_grid(np.int64(8), 8, (4, 2)) == (2, 4)
+    with pytest.raises(ValueError, match="region_grid: argument 'width' must be >= 0, got -1"):
+        fastral.region_grid(10, -1, 3)
+    with pytest.raises(TypeError, match=r"region_grid: argument 'height' must be an int, got 2\.5"):
+        fastral.region_grid(2.5, 4, 2)
+    with pytest.raises(ValueError, match="region_grid: argument 'region' must be positive"):
+        fastral.region_grid(8, 8, (0, 2))
+
+
 def test_cupy_in_cupy_out():
     cupy = pytest.importorskip("cupy")
     if not cupy.cuda.is_available():

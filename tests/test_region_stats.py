@@ -213,6 +213,7 @@ def test_region_order_is_row_major_over_images(rng):
     """Region r = (b * ny + iy) * nx + ix: make each region's argmax class its own index and read it back."""
     B, ny, nx = 2, 3, 4
     labels = torch.arange(B * ny * nx).reshape(B, ny, 1, nx, 1).expand(B, ny, 5, nx, 6).reshape(B, ny * 5, nx * 6)
-    x = torch.nn.functional.one_hot(labels, B * ny * nx).permute(0, 3, 1, 2).float()
+    # times 10: logits (a plain one-hot would look like probabilities and warn)
+    x = torch.nn.functional.one_hot(labels, B * ny * nx).permute(0, 3, 1, 2).float() * 10
     out = region_stats(x, (5, 6), (1, 1))
     assert out.counts.argmax(1).tolist() == list(range(B * ny * nx))

@@ -3,9 +3,12 @@ modules, and the region grid."""
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 
-from .._validate import describe
+from .._validate import describe, pair
 
 # Status bits the kernels return (or the torch backend computes) after reading the scores; the op then raises.
 FLAG_NONFINITE = 1  # a NaN or +-inf score
@@ -42,6 +45,29 @@ def raise_for_flags(op: str, name: str, flags: int, t: torch.Tensor) -> None:
         )
 
 
+_warned_probabilities: set[str] = set()
+
+
+def warn_if_probabilities(op: str, x: torch.Tensor, class_dim: int) -> None:
+    """Warn (once per op) when scores passed as logits look like probabilities: every value in [0, 1] and every
+    pixel summing to 1. A 64-pixel sample decides whether the full check runs, so logits cost almost nothing."""
+    if op in _warned_probabilities or not x.numel():
+        return
+    moved = x.movedim(class_dim, -1)
+    flat = moved.reshape(-1, moved.shape[-1])
+    sample = flat[:: max(1, flat.shape[0] // 64)].float()
+    if not _look_like_probabilities(sample) or not _look_like_probabilities(flat.float()):
+        return
+    _warned_probabilities.add(op)
+    message = (f"{op}: the scores look like probabilities (every pixel in [0, 1], summing to 1) but from_logits=True "
+               "reads them as logits; pass from_logits=False if they are")  # fmt: skip
+    warnings.warn(message, stacklevel=3)
+
+
+def _look_like_probabilities(p: torch.Tensor) -> bool:
+    return bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() <= 1e-3).all())
+
+
 def score_flags(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:
     """The status flags of scores, computed with torch: the torch backend's share of the kernels' work."""
     if not bool(torch.isfinite(x).all()):
@@ -72,15 +98,23 @@ def num_threads() -> int:
     return torch.get_num_threads()
 
 
-def region_grid(height: int, width: int, region: tuple[int, int]) -> tuple[int, int]:
+def region_grid(height: int, width: int, region: int | tuple[int, int]) -> tuple[int, int]:
     """Regions per column and per row: the grid of non-overlapping (rh, rw) regions anchored at the top-left.
 
     A remainder that does not fill a region is dropped. Regions are numbered row-major within an image, images
     one after another: region ``r = (b * ny + iy) * nx + ix`` covers rows ``iy*rh .. iy*rh+rh-1`` and columns
     ``ix*rw .. ix*rw+rw-1`` of image ``b``. Every op and fastral's AL loop use this order.
+
+    Raises TypeError / ValueError naming the argument for a size that is not an int >= 0 or a region that is not
+    a positive (rh, rw) pair.
     """
-    rh, rw = region
-    return height // rh, width // rw
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"region_grid: argument '{name}' must be an int, got {value!r}")
+        if value < 0:
+            raise ValueError(f"region_grid: argument '{name}' must be >= 0, got {value}")
+    rh, rw = pair("region_grid", "region", region)
+    return int(height) // rh, int(width) // rw
 
 
 def region_view(maps: torch.Tensor, region: tuple[int, int]) -> torch.Tensor:

@@ -18,6 +18,7 @@ from ._common import (
     raise_for_flags,
     region_means,
     score_flags,
+    warn_if_probabilities,
 )
 from .region_stats import pixel_entropy
 
@@ -112,6 +113,8 @@ def bald(
     name = backends.resolve(OP, backend, x.device)
     bald_map = empty((B, H, W), torch.float32, x.device)
     entropy = empty((B, H, W), torch.float32, x.device)
+    if from_logits:
+        warn_if_probabilities(OP, x, 2)
     if bald_map.numel():
         with stream_context(kind, x.device):
             flags = _stacked(name, x, bool(from_logits), bald_map, entropy)
@@ -178,6 +181,8 @@ class BaldAccumulator:
         else:
             check_same_device(OP, "scores", x, "the first sample", self._sum_p)
         name = backends.resolve(OP, self.backend, x.device)
+        if self.from_logits:
+            warn_if_probabilities(OP, x, 1)
         flags = 0
         if x.numel():
             with stream_context(kind, x.device):

@@ -20,6 +20,7 @@ from ._common import (
     region_means,
     region_view,
     score_flags,
+    warn_if_probabilities,
 )
 
 OP = "region_stats"
@@ -156,6 +157,8 @@ def region_stats(
     R = B * ny * nx
 
     name = backends.resolve(OP, backend, x.device)
+    if from_logits:
+        warn_if_probabilities(OP, x, 1)
     counts = empty((R, C), torch.int32, x.device)
     entropy_pool = empty((R, 3, ph, pw), torch.float32, x.device)
     entropy_mean = empty((R,), torch.float32, x.device)
