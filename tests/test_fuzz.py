@@ -1,12 +1,15 @@
 """Fuzz the public entry points: any input gives a result or a ValueError/TypeError, never a crash."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastral
 
+# A warning is an allowed outcome: a drawn input can look like probabilities passed as logits.
+pytestmark = pytest.mark.filterwarnings("ignore:.*look like probabilities:UserWarning")
 BACKENDS = ["auto", "torch"]
 settings.register_profile("fastral", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("fastral")
