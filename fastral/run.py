@@ -27,6 +27,7 @@ import torch
 from . import available_backends
 from ._atomic import remove_stale_temporaries
 from ._lock import FolderBusyError, FolderLock
+from .al.cache import CacheSpaceError
 from .al.experiment import file_hash, prepare
 from .al.loop import Runner
 from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
@@ -210,6 +211,9 @@ def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict,
         runner.run()
     except TrainingDivergedError as exc:
         sys.exit(f"fastral.run: error: {exc} (the run state of the last good step is in '{out}')")
+    except CacheSpaceError as exc:
+        again = "the same command with --resume" if (out / STATE_FILE).exists() else "the same command"
+        sys.exit(f"fastral.run: error: {exc}; free some space and run {again}")
     run_info = {"wall_seconds": time.perf_counter() - started, "prepare_seconds": prepare_seconds,
                 "resumed": args.resume, "torch": torch.__version__, "python": platform.python_version(),
                 "ops_backends": {op: [b for b, why in available_backends(exp.device, op).items() if not why]

@@ -1,12 +1,21 @@
 """The HDF5 feature cache: hits and misses, interrupted writes, corruption, schema changes, concurrent use."""
 
 import multiprocessing as mp
+import shutil
 
 import h5py
 import pytest
 import torch
 
-from fastral.al.cache import FIELDS, SCHEMA_VERSION, FeatureCache, FeatureCacheError, _checksum, weights_hash
+from fastral.al.cache import (
+    FIELDS,
+    SCHEMA_VERSION,
+    CacheSpaceError,
+    FeatureCache,
+    FeatureCacheError,
+    _checksum,
+    weights_hash,
+)
 from fastral.al.features import RegionFeatures
 
 R, D, C1 = 4, 7, 3
@@ -99,6 +108,21 @@ def test_a_path_that_is_not_a_fastral_cache_is_refused_and_left_alone(tmp_path, 
     with pytest.raises(FeatureCacheError, match=message):
         FeatureCache(path, "toy", num_images=5, regions=R)
     assert (sorted(p.name for p in tmp_path.rglob("*")), path.is_file() and path.read_bytes()) == before
+
+
+def test_a_full_file_system_is_a_clear_error_and_the_cache_is_kept(tmp_path, monkeypatch):
+    """h5py crashes (SIGSEGV in its flush) on a full disk: the cache checks the free space first."""
+    path = tmp_path / "f.h5"
+    cache = FeatureCache(path, "toy", num_images=5, regions=R)
+    cache.store("w", [0], fake_features([0]))
+    before = path.read_bytes()
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1 << 20))
+    with pytest.raises(CacheSpaceError, match=r"no space left for the feature cache .* MiB are free"):
+        cache.features("w", [1, 2], lambda missing: fake_features(missing))
+    assert path.read_bytes() == before and not (tmp_path / "f.h5.stale").exists()  # nothing written, nothing moved
+    monkeypatch.undo()
+    assert sorted(cache.lookup("w", [0, 1])) == [0]
 
 
 def test_other_schema_version_is_rebuilt_with_a_warning(tmp_path):

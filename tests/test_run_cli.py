@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,21 @@ def test_a_bad_split_file_is_named_with_its_field(reference, tmp_path, capsys):
     (tmp_path / "s.json").write_text(json.dumps(d))
     err = error_of([*TINY, "--out", str(tmp_path / "run"), "--splits", str(tmp_path / "s.json")], capsys)
     assert f"argument --splits: split file '{tmp_path / 's.json'}': sets.d_t.indices: expected distinct" in err
+
+
+def test_a_full_disk_under_the_cache_stops_the_run_with_a_clear_error(reference, tmp_path, monkeypatch):
+    argv = [*TINY, "--policy", "entropy", "--seeds", "0", "--no-plots", "--out", str(tmp_path / "run")]
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1 << 20))
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    message = str(exc.value.code)  # the first step's theta_0 features are the first write: no state yet
+    assert "fastral.run: error: [Errno 28] no space left for the feature cache" in message
+    assert message.endswith("; free some space and run the same command")
+    monkeypatch.undo()  # space freed: the same command ends like an uninterrupted run
+    resumed = cli.main(argv)
+    expected = [e for e in reference[1]["evaluations"] if e["seed"] == 0 and e["policy"] == "entropy"]
+    assert resumed["evaluations"] == json.loads(json.dumps(expected))
 
 
 def test_a_second_run_on_a_busy_out_is_refused(tmp_path, capsys):

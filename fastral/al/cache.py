@@ -27,9 +27,11 @@ Safety:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
+import shutil
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -46,11 +48,16 @@ FIELDS = ("base", "class_counts", "entropy_mean")  # RegionFeatures._fields
 DAMAGE = (OSError, KeyError, RuntimeError, TypeError, ValueError)  # what h5py raises on a damaged file
 
 
+SPACE_MARGIN = 4 << 20  # bytes kept free beyond the rows: HDF5's metadata, chunk index and flush
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 class FeatureCacheError(ValueError):
     """The cache path holds something that is not a fastral feature cache."""
+
+
+class CacheSpaceError(OSError):
+    """Too little free space for a cache write (errno ENOSPC); nothing was written."""
 
 
 def _refuse_foreign(path: Path) -> None:
@@ -173,8 +180,18 @@ class FeatureCache:
         return found
 
     def store(self, weights: str, images: Sequence[int], features: RegionFeatures) -> None:
-        """Store the features of ``images`` (their regions concatenated in image order, as computed)."""
+        """Store the features of ``images`` (their regions concatenated in image order, as computed).
+
+        Raises :class:`CacheSpaceError` before writing anything when the file system has less free space than
+        the rows could take uncompressed (h5py crashes the process, SIGSEGV in its flush, on a full disk)."""
         rows = {name: getattr(features, name).detach().cpu().float().numpy() for name in FIELDS}
+        need = sum(r.nbytes for r in rows.values()) + SPACE_MARGIN
+        free = shutil.disk_usage(self.path.parent).free
+        if free < need:
+            raise CacheSpaceError(
+                errno.ENOSPC, f"no space left for the feature cache {self.path}: {len(images)} images need up to "
+                f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free",
+            )  # fmt: skip
         with self._locked(exclusive=True), h5py.File(self.path, "a", locking=False) as f:
             group = f.require_group(f"{self.namespace}/{weights}")
             for name, data in rows.items():
@@ -209,6 +226,8 @@ class FeatureCache:
             fresh = RegionFeatures(*(t.detach().cpu().float() for t in compute(missing)))
             try:
                 self.store(weights, missing, fresh)
+            except CacheSpaceError:
+                raise  # a full disk is not a damaged file: keep the cache, say so
             except DAMAGE as exc:
                 self._rebuild(f"damaged ({type(exc).__name__}: {exc})")
                 self.store(weights, missing, fresh)
