@@ -145,7 +145,10 @@ BAD_ARGUMENTS = [
     ({"range": (0.0, float("nan"))}, ValueError, "'range' must be finite"),
     ({"range": 3}, TypeError, "'range' must be None or a pair"),
     ({"exclude_self": True}, ValueError, "exclude_self=True pairs row i"),
-    ({"eps": 0.0}, ValueError, "'eps' must be a positive float"),
+    ({"eps": 0.0}, ValueError, "'eps' must be a float >= 1.175e-38"),
+    ({"eps": 1e-50}, ValueError, r"'eps' must be a float >= 1.175e-38 \(float32's smallest normal"),
+    ({"p": torch.full((2, 3), 3e38, dtype=torch.float64)}, ValueError, "'p' has rows whose values or sum exceed"),
+    ({"q": torch.tensor([[2e38, 2e38, 1.0]] * 4)}, ValueError, "'q' has rows whose values or sum exceed float32"),
     ({"backend": "cuda"}, Exception, "backend 'cuda'"),
 ]
 
@@ -157,6 +160,13 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, message):
     args = {"p": torch.rand(2, 3), "q": torch.rand(4, 3), **kwargs}
     with pytest.raises(error, match=message):
         kl_histogram(**args)
+
+
+def test_eps_may_be_any_real_number_type(rng):
+    p, q = distributions(4, 6, rng), distributions(9, 6, rng)
+    expected = kl_histogram(p, q, 5, eps=1e-7)
+    for eps in (np.float32(1e-7), np.float64(1e-7)):
+        assert torch.allclose(kl_histogram(p, q, 5, eps=eps), expected, atol=1e-6)
 
 
 def test_numpy_in_numpy_out(rng):

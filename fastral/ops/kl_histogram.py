@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from .._validate import check_finite, check_float, check_nonnegative, check_same
 from ._common import empty, num_threads, ptr
 
 OP = "kl_histogram"
+FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.1755e-38
 
 
 def normalize_distributions(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -142,8 +144,10 @@ def kl_histogram(
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"{OP}: argument 'range' must be finite with lo < hi, got {range!r}")
         range = (lo, hi)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps < math.inf):
-        raise ValueError(f"{OP}: argument 'eps' must be a positive float, got {eps!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (FLOAT32_TINY <= eps < math.inf):
+        raise ValueError(f"{OP}: argument 'eps' must be a float >= {FLOAT32_TINY:.4g} (float32's smallest normal "
+                         f"number: the fast backends compute in float32), got {eps!r}")  # fmt: skip
+    eps = float(eps)
     M = math.prod(pt.shape[:-1])
     N = qt.shape[0]
     if exclude_self and M != N:
@@ -154,6 +158,10 @@ def kl_histogram(
     for name, t in (("p", pt), ("q", qt)):
         check_finite(OP, name, t)
         check_nonnegative(OP, name, t)
+        if t.numel() and not bool(torch.isfinite(t.float().sum(-1)).all()):  # every backend normalises in float32
+            raise ValueError(f"{OP}: argument '{name}' has rows whose values or sum exceed float32's range "
+                             f"(3.4e38); rescale them (the histograms depend only on normalised rows), got "
+                             f"{describe(t)}")  # fmt: skip
 
     name = backends.resolve(OP, backend, pt.device)
     out = empty((*pt.shape[:-1], bins), torch.float32, pt.device)
