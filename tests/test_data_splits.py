@@ -158,3 +158,17 @@ def test_command_writes_a_loadable_file(tmp_path, monkeypatch, capsys):
     splits = splits_main(["--out", str(tmp_path / "splits.json"), "--seed", "2"])
     assert ALSplits.load(tmp_path / "splits.json").to_dict() == splits.to_dict()
     assert "d_s 3, d_t 5, d_r all of val, d_v 8, test all of test; KL(train || D_S)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seed", "-1"], "argument --seed: expected a seed in [0, 4294967295], got -1"),
+        (["--streets-seed", "4294967296"], "argument --streets-seed: expected a seed in [0, 4294967295]"),
+        (["--data-root", "/data"], "argument --data-root: streets is generated and takes no data root"),
+    ],
+)
+def test_command_arguments_are_checked(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        splits_main([*argv, "--out", str(tmp_path / "s.json")])
+    assert exc.value.code == 2 and message in capsys.readouterr().err and not (tmp_path / "s.json").exists()

@@ -294,6 +294,13 @@ def main(argv: list[str] | None = None) -> ALSplits:
     p.add_argument("--streets-seed", type=int, default=0, help="seed of the generated streets data set")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write (atomically)")
     args = p.parse_args(argv)
+    for flag in ("seed", "streets_seed"):
+        if not 0 <= getattr(args, flag) < 2**32:
+            p.error(
+                f"argument --{flag.replace('_', '-')}: expected a seed in [0, 4294967295], got {getattr(args, flag)}"
+            )
+    if args.dataset == "streets" and args.data_root is not None:
+        p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
     recipe = PRESETS[args.dataset].al
     kw = {"seed": args.streets_seed} if args.dataset == "streets" else {"cache": False}
     train = load_dataset(args.dataset, args.data_root, recipe.source, **kw)
