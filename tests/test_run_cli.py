@@ -23,6 +23,7 @@ from fastral._lock import FolderLock
 from fastral.al.experiment import prepare
 from fastral.al.loop import Runner
 from fastral.al.presets import TRAINED_POLICIES, RalisConfig
+from fastral.al.report import summary_table
 from fastral.al.run_state import Streams
 from fastral.models import SemanticFPN, save_checkpoint
 
@@ -91,6 +92,17 @@ def test_end_to_end_writes_every_output(reference):
         assert {"segmentation_forward", "featurizers", "dqn", "training", "reward_evaluation"} <= set(per_step)
     assert results["timing"]["policy_training"]["steps"] == 2 * 2 * 3 * 2  # seeds x trained policies x episodes x steps
     assert results["timing"]["evaluation"]["seconds_per_step"]["reward_evaluation"] == 0  # not needed there
+
+
+def test_the_summary_shows_paired_differences_and_class_balance_at_every_budget(reference):
+    text = summary_table(reference[1])
+    assert "paired differences (test mIoU points, same seed)" in text
+    for b in (2, 4):
+        assert (
+            f"ralis - uniform              budget {b} " in text and f"ralis - entropy              budget {b} " in text
+        )
+        assert f"\nbudget {b}:\n  ralis " in text
+    assert "class balance: entropy of labelled classes (nats) | share of labelled pixels in rare classes" in text
 
 
 def test_policy_training_records_learning_diagnostics(reference):

@@ -308,8 +308,10 @@ STREETS = RalisConfig(
 )
 
 # The reproduction of the paper's comparison on the built-in world (``--preset reproduce``): enough seeds,
-# policies, budgets and query-network updates for a result, resumable; predicted ~2 hours on 2 CPU cores from the
-# smoke run's measured step costs (not yet run end to end).
+# policies, budgets and query-network updates (2,000 per seed) for a result, resumable. The per-step learning rate
+# 0.03 is the smallest at which the reward favours high-entropy regions over low-entropy ones (measured on D_T / D_R
+# with docs/results/reward_signal_probe.py; at 0.01 and 0.001 it favours the least uncertain regions). Its run and
+# its reading: docs/results/README.md.
 STREETS_REPRODUCE = STREETS.replace(
     preset="reproduce",
     policies=POLICIES,

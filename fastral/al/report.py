@@ -403,19 +403,20 @@ def summary_table(results: dict) -> str:
             name = f"{d['policy']} - {d['reference']}"
             lines.append(f"{name:<28s} budget {d['budget']:<6d} {_signed(d['mean']):>7s}  CI {ci:<18s} "
                          f"seeds: {per_seed}")  # fmt: skip
-    last = budgets[-1]
     rare = ", ".join(results["measured"]["rare_classes"])
     lines += [
         "",
-        f"at budget {last}: entropy of labelled classes (nats) | share of labelled pixels in rare classes "
+        f"class balance: entropy of labelled classes (nats) | share of labelled pixels in rare classes "
         f"({rare}; {100 * results['measured']['rare_train_fraction']:.1f}% of all labels) | rare-class test IoU",
     ]
-    for policy in results["policies"]:
-        r = rows.get((policy, last))
-        if r:
-            lines.append(f"{policy:<16s}{_pm(r['class_entropy_mean'], r['class_entropy_std'], 1, 3):>18s} | "
-                         f"{_pm(r['rare_pixel_fraction_mean'], r['rare_pixel_fraction_std'], 100, 1):>14s} % | "
-                         f"{_pm(r['rare_test_iou_mean'], r['rare_test_iou_std']):>16s} %")  # fmt: skip
+    for b in budgets:
+        lines.append(f"budget {b}:")
+        for policy in results["policies"]:
+            r = rows.get((policy, b))
+            if r:
+                lines.append(f"  {policy:<16s}{_pm(r['class_entropy_mean'], r['class_entropy_std'], 1, 3):>16s} | "
+                             f"{_pm(r['rare_pixel_fraction_mean'], r['rare_pixel_fraction_std'], 100, 1):>14s} % | "
+                             f"{_pm(r['rare_test_iou_mean'], r['rare_test_iou_std']):>16s} %")  # fmt: skip
     lines += ["", "seconds per AL step (featurizers' share of the step)"]
     for phase in ("policy_training", "evaluation"):
         t = results["timing"].get(phase)
