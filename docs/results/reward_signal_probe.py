@@ -6,11 +6,13 @@ is trained on and rewarded 3 times with different training seeds. Printed per se
 choice with the spread between training seeds, and the paired difference ent - anti (mean +- standard error over
 10 states). No test data is touched.
 
-    python docs/results/reward_signal_probe.py BATCHNORM LR MODE ITERATIONS
+    python docs/results/reward_signal_probe.py BATCHNORM LR MODE ITERATIONS [DROPOUT]
       BATCHNORM  train | frozen        (--step-batchnorm)
       LR         per-step learning rate (--step-lr)
       MODE       new: one epoch on the K new regions (the official step), all: ITERATIONS batches on every
                  labelled region so far
+      DROPOUT    on (default: dropout before the classifier while training, as fastral trains) | off (the official
+                 code never trains with it)
 """
 
 import sys
@@ -28,11 +30,13 @@ from fastral.training import train_steps
 
 torch.set_num_threads(1)
 bn, lr, mode, iterations = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+dropout = sys.argv[5] if len(sys.argv) > 5 else "on"
 out = Path(tempfile.mkdtemp(prefix="reward-probe-"))
 exp = prepare(get_config("streets", step_batchnorm=bn, step_lr=lr, seeds=(0,)), None, out, torch.device("cpu"),
               progress=False, log=lambda *a: None)  # fmt: skip
 runner = Runner(exp, ["uniform"], out, progress=False)
 env = runner.make_env(exp.images("d_t"), next(iter(runner.timers.values())), exp.train_theta0)
+env.model.train_dropout = dropout == "on"
 rng = np.random.default_rng(0)
 
 
@@ -72,6 +76,6 @@ for prefix in (0, 2):
 summary = {k: f"{np.mean(v):+.3f} (seed sd {np.std(v, 1).mean():.3f})" for k, v in rewards.items()}
 d = np.array(rewards["ent"]).mean(1) - np.array(rewards["anti"]).mean(1)
 print(
-    f"batchnorm {bn}, lr {lr}, {mode} {iterations}: {summary}; ent - anti {d.mean():+.3f} +- "
+    f"batchnorm {bn}, lr {lr}, {mode} {iterations}, dropout {dropout}: {summary}; ent - anti {d.mean():+.3f} +- "
     f"{d.std(ddof=1) / np.sqrt(len(d)):.3f} ({time.time() - start:.0f} s)"
 )
