@@ -205,7 +205,7 @@ def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict,
     except (DataLayoutError, CheckpointError, ValueError) as exc:
         p.error(str(exc))
     prepare_seconds = time.perf_counter() - started
-    runner = Runner(exp, policies, out, state, progress=not args.no_progress)
+    runner = Runner(exp, policies, out, state, progress=not args.no_progress, started=started)
     runner.state.update(run_key=run_key, runtime=runtime)
     try:
         runner.run()
@@ -214,7 +214,8 @@ def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict,
     except CacheSpaceError as exc:
         again = "the same command with --resume" if (out / STATE_FILE).exists() else "the same command"
         sys.exit(f"fastral.run: error: {exc}; free some space and run {again}")
-    run_info = {"wall_seconds": time.perf_counter() - started, "prepare_seconds": prepare_seconds,
+    run_info = {"wall_seconds": time.perf_counter() - started, "wall_seconds_all_attempts": runner.wall_seconds(),
+                "prepare_seconds": prepare_seconds,
                 "resumed": args.resume, "torch": torch.__version__, "python": platform.python_version(),
                 "ops_backends": {op: [b for b, why in available_backends(exp.device, op).items() if not why]
                                  for op in ("region_stats", "kl_histogram", "bald")}, **runtime}  # fmt: skip

@@ -242,6 +242,8 @@ def test_kill_9_and_resume_of_the_reproduction_preset_ends_like_an_uninterrupted
         assert subprocess.run([*cmd, "--resume"], cwd=REPO, stdout=log, stderr=log).returncode == 0
     ref, resumed = (json.loads((d / "results.json").read_text()) for d in (ref_out, out))
     assert resumed["config"]["preset"] == "reproduce" and resumed["config"]["step_lr"] == 0.03
+    run = resumed["run"]  # the killed attempts' time (to their last save) counts in the run's total
+    assert run["resumed"] and run["wall_seconds_all_attempts"] > run["wall_seconds"] > 0
     for key in COMPARED:
         assert resumed[key] == ref[key], key
 

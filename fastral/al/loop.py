@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -92,18 +93,27 @@ def _unpack(saved: dict) -> Observation:
 class Runner:
     """Runs (or resumes) the tasks of one experiment; ``state`` is a loaded run state or None for a new run."""
 
-    def __init__(self, exp: Experiment, policies, out: Path, state: dict | None = None, progress: bool = True):
+    def __init__(self, exp: Experiment, policies, out: Path, state: dict | None = None, progress: bool = True,
+                 started: float | None = None):  # fmt: skip
+        """``started``: ``time.perf_counter()`` when this attempt began (default: now), for :meth:`wall_seconds`."""
         self.exp, self.config, self.policies, self.out, self.progress = exp, exp.config, list(policies), out, progress
+        self.started = time.perf_counter() if started is None else started
         self.state = state if state is not None else {
             "task_index": 0, "task": None, "agents": {}, "training": {}, "evaluations": [], "trajectories": {},
             "timers": {}}  # fmt: skip
         self.timers = {phase: Timer() for phase in PHASES.values()}
         for phase, saved in self.state["timers"].items():
             self.timers[phase].load_state_dict(saved)
+        self._earlier_seconds = float(self.state.get("wall_seconds", 0.0))  # earlier attempts, to their last save
+
+    def wall_seconds(self) -> float:
+        """Wall time of the run over all its attempts (an interrupted attempt counts up to its last save)."""
+        return self._earlier_seconds + time.perf_counter() - self.started
 
     # -- plumbing --------------------------------------------------------------------------------------------
     def save(self, timer: Timer | None = None) -> None:
         self.state["timers"] = {k: t.state_dict() for k, t in self.timers.items()}
+        self.state["wall_seconds"] = self.wall_seconds()
         if timer is None:
             save_state(self.out, self.state)
             return
