@@ -3,7 +3,7 @@
 //
 // Design. KL(p_i || q_j) = sum_c p_ic log p_ic - sum_c p_ic log q_jc is a skinny GEMM (K = C, ~20) plus a row
 // term. After flooring at eps and renormalising both sides, log q is packed in tiles of 16 columns ([C][16],
-// 1.3 KB) and each thread owns panels of kPanelRows rows of p. A register-blocked micro-kernel computes a 6 x 16
+// 1.3 KB) and each thread owns panels of up to kPanelRows rows of p. A register-blocked micro-kernel computes a 6 x 16
 // tile of dot products (12 accumulators, one FMA per class and accumulator); the tile is turned into KL values
 // (clamped at 0) and handed straight to an epilogue, so KL values never reach memory:
 //   adaptive range: a first sweep keeps each row's min and max, then a second sweep recomputes the tiles and bins
@@ -16,7 +16,9 @@
 // lo + i * (hi - lo) / bins disagree, last bin closed); the increments go to the panel's histograms, which stay in
 // L1, interleaved across the 6 rows of a tile so that no two consecutive increments hit the same counter. Each
 // row belongs to one thread and is computed the same way for any thread count: the output is bit-identical.
-// Memory: O((M + N) C) for the normalised inputs and O(kPanelRows * bins) per thread.
+// Memory: O((M + N) C) for the normalised inputs and O(panel rows * bins) per thread, where a panel has up to
+// kPanelRows rows but shrinks (to one tile of kTileRows rows at least) so that its histograms stay within
+// kHistogramBudget bytes: bins = 10**6 keeps 6 rows (24 MB) per thread, not 96 (384 MB).
 #include <math.h>
 #include <omp.h>
 
@@ -28,6 +30,13 @@ namespace FASTRAL_ISA {
 namespace {
 
 constexpr int64_t kTileRows = 6, kTileCols = 2 * kLanes, kPanelRows = 16 * kTileRows;
+constexpr int64_t kHistogramBudget = 4 << 20;  // bytes of int32 counters per thread before panels shrink
+
+// Rows per panel: kPanelRows, or fewer (a multiple of kTileRows) when their counters would exceed the budget.
+int64_t panel_rows_for(int64_t bins) {
+  const int64_t fit = kHistogramBudget / (4 * (bins + 1)) / kTileRows * kTileRows;
+  return fit < kTileRows ? kTileRows : (fit > kPanelRows ? kPanelRows : fit);
+}
 
 struct Tile {
   vf v[kTileRows][2];
@@ -54,22 +63,22 @@ FASTRAL_INLINE Tile dot_tile(const float* p, const float* lq, int64_t C) {
 // The inputs after normalisation, padded to whole tiles.
 struct Prepared {
   int64_t M, N, C;
-  const float* p;        // [M rounded up to kPanelRows][C], rows floored at eps and normalised
+  const float* p;        // [M rounded up to whole panels][C], rows floored at eps and normalised
   const float* entropy;  // [same rows]: sum_c p log p
   const float* lq;       // [N rounded up to kTileCols / kTileCols][C][kTileCols]: log of q, normalised likewise
   bool exclude_self;
 };
 
-// Calls epilogue(local_row, tile) with the KL values of every 6 x 16 tile of the panel starting at row0, tile
-// after tile; pairs that do not count (j == i when excluding self, padding columns) are NaN.
+// Calls epilogue(local_row, tile) with the KL values of every 6 x 16 tile of the panel of panel_rows rows starting
+// at row0, tile after tile; pairs that do not count (j == i when excluding self, padding columns) are NaN.
 template <class Epilogue>
-void sweep(const Prepared& d, int64_t row0, Epilogue&& epilogue) {
+void sweep(const Prepared& d, int64_t row0, int64_t panel_rows, Epilogue&& epilogue) {
   const int64_t col_tiles = (d.N + kTileCols - 1) / kTileCols;
   const vf nan = splat(__builtin_nanf(""));
   for (int64_t jt = 0; jt < col_tiles; ++jt) {
     const int64_t j0 = jt * kTileCols;
     const float* lq = d.lq + jt * d.C * kTileCols;
-    for (int64_t r0 = 0; r0 < kPanelRows; r0 += kTileRows) {
+    for (int64_t r0 = 0; r0 < panel_rows; r0 += kTileRows) {
       const int64_t i0 = row0 + r0;
       Tile t = dot_tile(d.p + i0 * d.C, lq, d.C);
       const bool masked = j0 + kTileCols > d.N || (d.exclude_self && i0 < j0 + kTileCols && j0 < i0 + kTileRows);
@@ -120,11 +129,12 @@ void kl_histogram(const KlHistogramArgs& a) {
   }
   const int nt = a.nthreads;
   const float eps = static_cast<float>(a.eps);
-  const int64_t panels = (M + kPanelRows - 1) / kPanelRows, M_pad = panels * kPanelRows;
+  const int64_t rows = panel_rows_for(bins);
+  const int64_t panels = (M + rows - 1) / rows, M_pad = panels * rows;
   const int64_t col_tiles = (N + kTileCols - 1) / kTileCols;
 
   Buffer<float> p(M_pad * C), entropy(M_pad), lq(col_tiles * C * kTileCols), p_logs(nt * C);
-  Buffer<int32_t> hist_all(nt * kPanelRows * (bins + 1));
+  Buffer<int32_t> hist_all(nt * rows * (bins + 1));
   Buffer<vf> range_all(nt * 2 * kPanelRows);
   Buffer<float> edges_all(nt * 4 * kPanelRows);
   Buffer<bool> single_all(nt * kPanelRows);
@@ -152,7 +162,7 @@ void kl_histogram(const KlHistogramArgs& a) {
       }
     }
 
-    int32_t* hist = hist_all.get() + tid * kPanelRows * (bins + 1);  // [rows][bins + 1]; bins = "not counted"
+    int32_t* hist = hist_all.get() + tid * rows * (bins + 1);  // [rows][bins + 1]; bins = "not counted"
     vf* row_min = range_all.get() + tid * 2 * kPanelRows;
     vf* row_max = row_min + kPanelRows;
     float* lo = edges_all.get() + tid * 4 * kPanelRows;  // per row: lo, hi, bin width, bins / (hi - lo)
@@ -164,18 +174,18 @@ void kl_histogram(const KlHistogramArgs& a) {
 
 #pragma omp for schedule(dynamic, 1)
     for (int64_t panel = 0; panel < panels; ++panel) {
-      const int64_t row0 = panel * kPanelRows;
+      const int64_t row0 = panel * rows;
       if (a.adaptive) {
-        for (int64_t r = 0; r < kPanelRows; ++r) row_min[r] = splat(__builtin_inff()), row_max[r] = -row_min[r];
+        for (int64_t r = 0; r < rows; ++r) row_min[r] = splat(__builtin_inff()), row_max[r] = -row_min[r];
         // vmin(v, acc) and vmax(v, acc) keep acc where v is NaN.
-        sweep(d, row0, [&](int64_t r0, const Tile& t) {
+        sweep(d, row0, rows, [&](int64_t r0, const Tile& t) {
 #pragma GCC unroll 6
           for (int r = 0; r < kTileRows; ++r) {
             row_min[r0 + r] = vmin(t.v[r][1], vmin(t.v[r][0], row_min[r0 + r]));
             row_max[r0 + r] = vmax(t.v[r][1], vmax(t.v[r][0], row_max[r0 + r]));
           }
         });
-        for (int64_t r = 0; r < kPanelRows; ++r) {
+        for (int64_t r = 0; r < rows; ++r) {
           float l = row_min[r][0], h = row_max[r][0];
           for (int k = 1; k < kLanes; ++k) l = min_(l, row_min[r][k]), h = max_(h, row_max[r][k]);
           single[r] = l == h;
@@ -183,16 +193,16 @@ void kl_histogram(const KlHistogramArgs& a) {
           lo[r] = l, hi[r] = h;
         }
       } else {
-        for (int64_t r = 0; r < kPanelRows; ++r) {
+        for (int64_t r = 0; r < rows; ++r) {
           lo[r] = static_cast<float>(a.lo), hi[r] = static_cast<float>(a.hi);
           single[r] = false;
         }
       }
-      for (int64_t r = 0; r < kPanelRows; ++r) width[r] = (hi[r] - lo[r]) / fbins, scale[r] = fbins / (hi[r] - lo[r]);
-      for (int64_t i = 0; i < kPanelRows * (bins + 1); ++i) hist[i] = 0;
+      for (int64_t r = 0; r < rows; ++r) width[r] = (hi[r] - lo[r]) / fbins, scale[r] = fbins / (hi[r] - lo[r]);
+      for (int64_t i = 0; i < rows * (bins + 1); ++i) hist[i] = 0;
 
       const vi last = splat(static_cast<int32_t>(bins - 1));
-      sweep(d, row0, [&](int64_t r0, const Tile& t) {
+      sweep(d, row0, rows, [&](int64_t r0, const Tile& t) {
         alignas(32) int32_t slot[kTileRows][kTileCols];  // counter of each value in hist
 #pragma GCC unroll 6
         for (int r = 0; r < kTileRows; ++r) {
@@ -220,7 +230,7 @@ void kl_histogram(const KlHistogramArgs& a) {
       });
 
       const float kept_f = static_cast<float>(kept);
-      for (int64_t r = 0; r < kPanelRows && row0 + r < M; ++r) {
+      for (int64_t r = 0; r < rows && row0 + r < M; ++r) {
         float* out = a.out + (row0 + r) * bins;
         for (int64_t b = 0; b < bins; ++b) out[b] = static_cast<float>(hist[r * (bins + 1) + b]) / kept_f;
         if (single[r]) {
