@@ -7,6 +7,10 @@ from typing import Any
 
 import torch
 
+# Largest seed a command accepts: the random streams take 32 bits of a seed (fastral.al.run_state.derive_seed), so a
+# larger one would silently repeat a smaller one's experiment.
+MAX_SEED = 2**32 - 1
+
 # Input dtypes every backend reads directly. float64 is accepted too, but fast backends read a float32 copy.
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ._atomic import write_json
+from ._validate import MAX_SEED
 from .data import PRESETS, TrainItem, load_dataset
 from .models import MODEL_PRESETS, build_model, load_checkpoint
 from .training import TrainConfig, TrainingDivergedError, evaluate, fit
@@ -70,7 +71,7 @@ def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
         need(value is None or value >= 1, flag, "an integer >= 1")
     need(args.crop is None or min(args.crop) >= 1, "crop", "sizes >= 1")
     for flag in ("seed", "streets-seed"):
-        need(0 <= getattr(args, flag.replace("-", "_")) < 2**32, flag, "a seed in [0, 4294967295]")
+        need(0 <= getattr(args, flag.replace("-", "_")) <= MAX_SEED, flag, f"a seed in [0, {MAX_SEED}]")
 
 
 def parser() -> argparse.ArgumentParser:

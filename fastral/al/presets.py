@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._validate import MAX_SEED
 from ..training import BATCHNORM_MODES
 
 POLICIES = ("ralis", "uniform", "entropy", "bald", "ralis-untrained", "ralis-shuffled")
@@ -23,7 +24,6 @@ POLICIES = ("ralis", "uniform", "entropy", "bald", "ralis-untrained", "ralis-shu
 CONTROLS = ("ralis-untrained", "ralis-shuffled")
 TRAINED_POLICIES = ("ralis", "ralis-shuffled")  # policies whose query network is trained per seed
 PRETRAIN_SOURCES = ("source", "d_t", "none")
-MAX_SEED = 2**32 - 1
 
 
 def _f(default, help: str, **meta) -> Any:
@@ -209,7 +209,6 @@ class RalisConfig:
         need(len(self.budgets) >= 1 and all(b >= 1 for b in self.budgets), "budgets", "one or more budgets >= 1")
         need(list(self.budgets) == sorted(set(self.budgets)), "budgets", "strictly increasing budgets")
         need(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "one or more distinct seeds")
-        # the random streams take 32 bits of a seed: a larger one would silently repeat a smaller one's experiment
         need(all(0 <= s <= MAX_SEED for s in self.seeds), "seeds", f"seeds in [0, {MAX_SEED}]")
         for name in ("split_seed", "pretrain_seed", "streets_seed"):
             need(0 <= getattr(self, name) <= MAX_SEED, name, f"a seed in [0, {MAX_SEED}]")

@@ -234,8 +234,9 @@ class SegmentationDataset:
         return p.relative_to(self.root).as_posix() if self.root is not None else p.as_posix()
 
     def content_hash(self) -> str:
-        """A SHA-256 of every image's pixels as the data set serves them (decoded, resized), in index order: it
-        changes when any image's content does, whatever its file name (feature caches are keyed by it)."""
+        """A SHA-256 of every image as the data set serves it (at this size), in index order: it changes when any
+        image's content does, whatever its file name (feature caches are keyed by it). Here the decoded pixels;
+        data sets read from files hash the files' bytes instead (decoding every frame would slow each start)."""
         digest = hashlib.sha256(f"{self.height}x{self.width}:{len(self)}".encode())
         if self._images is not None:  # already decoded in memory: hashing costs a memory pass
             digest.update(np.ascontiguousarray(self._images).data)
@@ -313,6 +314,16 @@ class PairedFileDataset(SegmentationDataset):
 
     def path(self, i: int) -> str:
         return str(self._items[self.index(i)][0])
+
+    def content_hash(self) -> str:
+        """A SHA-256 of the image files' bytes (decoding is deterministic given them and the size), in index
+        order, whether or not the images are held in memory."""
+        digest = hashlib.sha256(f"{self.height}x{self.width}:{len(self)}".encode())
+        for image, _ in self._items:
+            with open(image, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
 
     def label_path(self, i: int) -> str:
         return str(self._items[self.index(i)][1])

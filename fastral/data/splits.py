@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._atomic import write_json
+from .._validate import MAX_SEED
 from .presets import ALSplitRecipe
 
 SPLITS_FORMAT = "fastral-al-splits/1"
@@ -295,9 +296,9 @@ def main(argv: list[str] | None = None) -> ALSplits:
     p.add_argument("--out", type=Path, required=True, help="JSON file to write (atomically)")
     args = p.parse_args(argv)
     for flag in ("seed", "streets_seed"):
-        if not 0 <= getattr(args, flag) < 2**32:
+        if not 0 <= getattr(args, flag) <= MAX_SEED:
             p.error(
-                f"argument --{flag.replace('_', '-')}: expected a seed in [0, 4294967295], got {getattr(args, flag)}"
+                f"argument --{flag.replace('_', '-')}: expected a seed in [0, {MAX_SEED}], got {getattr(args, flag)}"
             )
     if args.dataset == "streets" and args.data_root is not None:
         p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
