@@ -5,10 +5,13 @@ see ``_tile``), the class axis in registers and BLOCK_P pixels of one image alon
 (grid ``(cdiv(H * W, BLOCK_P), B)``), so loads are contiguous per class plane and every output element has one
 writer: no atomics except the status flags, deterministic.
 
-- stacked ``[T, B, C, H, W]``: one program loops over the T samples of its pixels, keeping ``sum_t p_t`` (C
-  values per pixel) and ``sum_t H[p_t]`` in registers, and writes BALD and the predictive entropy once. The
-  input is read exactly once and nothing else touches memory: memory-bound, like a copy without the write.
-- update: one sample ``[B, C, H, W]``; writes (first sample) or adds into the running sums ``sum_p``/``sum_h``.
+- stacked ``[T, B, C, H, W]``, or baal's ``[B, C, H, W, T]`` (SAMPLE_LAST: offsets times T, plus t): one program
+  loops over the T samples of its pixels, keeping ``sum_t p_t`` (C values per pixel) and ``sum_t H[p_t]`` in
+  registers, and writes BALD and the predictive entropy once. The input is read exactly once and nothing else
+  touches memory: memory-bound, like a copy without the write. (In baal's layout a warp's loads are T elements
+  apart, so each sample's loads touch the lines the next T - 1 samples read again, from L1/L2.)
+- update: T samples (usually 1) in either layout, summed in registers, then written (first update) or added into
+  the running sums ``sum_p``/``sum_h``.
 - finalize: ``entropy = H[sum_p / T]`` (``0 log 0 = 0``), ``bald = entropy - sum_h / T``.
 
 Per sample and pixel: probabilities ``w / s`` and entropy from ``_pixel_scores`` (softmax with one exp per class
@@ -63,6 +66,26 @@ def _tile(HW, C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, VEC
 
 
 @triton.jit
+def _sum_samples(x_ptr, offs, mask, valid, T, B, b, HW, C: tl.constexpr, SAMPLE_LAST: tl.constexpr,
+                 FROM_LOGITS: tl.constexpr):  # fmt: skip
+    """``(sum_t p_t, sum_t H[p_t], flags)`` over the T samples of this program's pixels of image ``b``, from
+    ``[T, B, C, H, W]`` scores or (SAMPLE_LAST) ``[B, C, H, W, T]`` ones."""
+    sum_p = tl.zeros(offs.shape, dtype=tl.float32)
+    sum_h = tl.zeros(valid.shape, dtype=tl.float32)
+    flags = tl.zeros(valid.shape, dtype=tl.int32)
+    for t in range(0, T):
+        if SAMPLE_LAST:
+            ptrs = x_ptr + b.to(tl.int64) * (C * HW) * T + offs.to(tl.int64) * T + t
+        else:
+            ptrs = x_ptr + (t * B + b).to(tl.int64) * (C * HW) + offs
+        _, w, s, h, f = _pixel_scores(ptrs, mask, valid, FROM_LOGITS)
+        sum_p += w / s[None]
+        sum_h += h
+        flags |= f
+    return sum_p, sum_h, flags
+
+
+@triton.jit
 def _bald_stacked_kernel(
     x_ptr,  # [T, B, C, H, W] scores
     bald_ptr,  # [B, H, W] float32
@@ -70,6 +93,7 @@ def _bald_stacked_kernel(
     flags_ptr,  # [1] int32
     T, B, HW,
     C: tl.constexpr,
+    SAMPLE_LAST: tl.constexpr,
     FROM_LOGITS: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
@@ -77,15 +101,7 @@ def _bald_stacked_kernel(
 ):  # fmt: skip
     b = tl.program_id(1)
     offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
-    sum_p = tl.zeros([BLOCK_C, BLOCK_P // VEC, VEC], dtype=tl.float32)
-    sum_h = tl.zeros([BLOCK_P // VEC, VEC], dtype=tl.float32)
-    flags = tl.zeros([BLOCK_P // VEC, VEC], dtype=tl.int32)
-    for t in range(0, T):
-        sample = x_ptr + (t * B + b).to(tl.int64) * (C * HW)
-        _, w, s, h, f = _pixel_scores(sample + offs, mask, valid, FROM_LOGITS)
-        sum_p += w / s[None]
-        sum_h += h
-        flags |= f
+    sum_p, sum_h, flags = _sum_samples(x_ptr, offs, mask, valid, T, B, b, HW, C, SAMPLE_LAST, FROM_LOGITS)
     bald, entropy = _bald_from_sums(sum_p, sum_h, T)
     out = b.to(tl.int64) * HW + pix
     tl.store(bald_ptr + out, bald, mask=valid)
@@ -95,12 +111,13 @@ def _bald_stacked_kernel(
 
 @triton.jit
 def _bald_update_kernel(
-    x_ptr,  # [B, C, H, W] scores of one MC sample
+    x_ptr,  # T MC samples, [T, B, C, H, W] or (SAMPLE_LAST) [B, C, H, W, T]
     sum_p_ptr,  # [B, C, H, W] float32, running sum of the probabilities
     sum_h_ptr,  # [B, H, W] float32, running sum of the pixel entropies
     flags_ptr,  # [1] int32
-    HW,
+    T, B, HW,
     C: tl.constexpr,
+    SAMPLE_LAST: tl.constexpr,
     FROM_LOGITS: tl.constexpr,
     FIRST: tl.constexpr,  # write the sums instead of adding to them
     BLOCK_C: tl.constexpr,
@@ -109,8 +126,7 @@ def _bald_update_kernel(
 ):  # fmt: skip
     b = tl.program_id(1).to(tl.int64)
     offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
-    _, w, s, h, flags = _pixel_scores(x_ptr + b * (C * HW) + offs, mask, valid, FROM_LOGITS)
-    p = w / s[None]
+    p, h, flags = _sum_samples(x_ptr, offs, mask, valid, T, B, b, HW, C, SAMPLE_LAST, FROM_LOGITS)
     p_ptrs = sum_p_ptr + b * (C * HW) + offs
     h_ptrs = sum_h_ptr + b * HW + pix
     if not FIRST:
@@ -146,35 +162,43 @@ def _grid(B: int, HW: int) -> tuple[int, int]:
     return triton.cdiv(HW, BLOCK_P), B
 
 
-def bald_stacked_triton(x: torch.Tensor, from_logits: bool, bald: torch.Tensor, entropy: torch.Tensor) -> int:
-    """BALD and predictive entropy ``[B, H, W]`` of T stacked samples ``x [T, B, C, H, W]``; returns the flags."""
-    T, B, C, H, W = x.shape
-    check_plane_size("bald", C * H * W)
+def bald_stacked_triton(
+    x: torch.Tensor, sample_last: bool, from_logits: bool, bald: torch.Tensor, entropy: torch.Tensor
+) -> int:
+    """BALD and predictive entropy ``[B, H, W]`` of T stacked samples, ``x [T, B, C, H, W]`` or (``sample_last``)
+    ``[B, C, H, W, T]``, contiguous; returns the flags."""
+    T, B, C, H, W = _dims(x, sample_last)
     flags = new_flags(x.device)
     with device_guard(x):
         _bald_stacked_kernel[_grid(B, H * W)](
             x, bald, entropy, flags, T, B, H * W,
-            C=C, FROM_LOGITS=from_logits, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC,
-            num_warps=NUM_WARPS,
+            C=C, SAMPLE_LAST=sample_last, FROM_LOGITS=from_logits, BLOCK_C=triton.next_power_of_2(C),
+            BLOCK_P=BLOCK_P, VEC=VEC, num_warps=NUM_WARPS,
         )  # fmt: skip
     return int(flags.item())
 
 
 def bald_update_triton(
-    x: torch.Tensor, from_logits: bool, first: bool, sum_p: torch.Tensor, sum_h: torch.Tensor
+    x: torch.Tensor, sample_last: bool, from_logits: bool, first: bool, sum_p: torch.Tensor, sum_h: torch.Tensor
 ) -> int:
-    """Add one sample ``x [B, C, H, W]`` to ``sum_p [B, C, H, W]`` and ``sum_h [B, H, W]`` (write them when
-    ``first``); returns the flags."""
-    B, C, H, W = x.shape
-    check_plane_size("bald", C * H * W)
+    """Add the T samples of ``x`` (laid out as for :func:`bald_stacked_triton`) to ``sum_p [B, C, H, W]`` and
+    ``sum_h [B, H, W]`` (write them when ``first``); returns the flags."""
+    T, B, C, H, W = _dims(x, sample_last)
     flags = new_flags(x.device)
     with device_guard(x):
         _bald_update_kernel[_grid(B, H * W)](
-            x, sum_p, sum_h, flags, H * W,
-            C=C, FROM_LOGITS=from_logits, FIRST=first, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC,
-            num_warps=NUM_WARPS,
+            x, sum_p, sum_h, flags, T, B, H * W,
+            C=C, SAMPLE_LAST=sample_last, FROM_LOGITS=from_logits, FIRST=first,
+            BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC, num_warps=NUM_WARPS,
         )  # fmt: skip
     return int(flags.item())
+
+
+def _dims(x: torch.Tensor, sample_last: bool) -> tuple[int, int, int, int, int]:
+    """``(T, B, C, H, W)`` of a stack in either layout, checked for int32 offsets within a sample."""
+    T, B, C, H, W = (x.shape[4], *x.shape[:4]) if sample_last else x.shape
+    check_plane_size("bald", C * H * W)
+    return T, B, C, H, W
 
 
 def bald_finalize_triton(

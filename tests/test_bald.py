@@ -136,11 +136,87 @@ def test_bad_values_raise(backend):
         acc.update(zero.to(DEVICE))
     # The sums may already hold the rejected sample: the accumulator refuses to go on until reset.
     for call in (lambda: acc.update(p[1].to(DEVICE)), acc.compute):
-        with pytest.raises(ValueError, match=r"sample 2 was rejected .* call reset\(\)"):
+        with pytest.raises(ValueError, match=r"update 2 was rejected .* call reset\(\)"):
             call()
     acc.reset()
     acc.update(p[1].to(DEVICE))
     assert acc.samples == 1
+
+
+# baal's layout [B, C, H, W, T]: T below, at and above a multiple of the 8-sample register transpose, and image
+# widths that leave partial chunks of pixels.
+SAMPLE_LAST_CASES = [(20, 2, 19, 9, 13), (8, 1, 5, 4, 7), (3, 1, 2, 5, 3), (17, 1, 11, 16, 16), (1, 2, 4, 3, 9)]
+
+
+@pytest.mark.parametrize("backend", backend_params("bald"))
+@pytest.mark.parametrize("case", SAMPLE_LAST_CASES, ids=str)
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+def test_sample_last_layout_matches_reference(backend, case, from_logits, rng):
+    """baal's [B, C, H, W, T] read in place (sample_dim=-1): stacked, and streamed as stacks of either layout."""
+    x = samples(case, rng, from_logits)
+    baal_layout = x.permute(1, 2, 3, 4, 0).contiguous().to(DEVICE)
+    out = bald(baal_layout, region=(2, 3), from_logits=from_logits, backend=backend, sample_dim=-1)
+    check_against_reference(out, x, from_logits, "sample_dim=-1")
+    native = bald(x.to(DEVICE), region=(2, 3), from_logits=from_logits, backend=backend)
+    assert_close(out.region_bald, torch.as_tensor(native.region_bald).cpu().double(), "bald", "layouts")
+    acc = BaldAccumulator(from_logits=from_logits, backend=backend)
+    T = case[0]
+    half, rest = max(1, T // 2), max(1, (3 * T) // 4)
+    acc.update(baal_layout[..., :half], sample_dim=-1)
+    for t in range(half, rest):
+        acc.update(baal_layout[..., t])  # a strided single sample
+    if rest < T:
+        acc.update(x[rest:].to(DEVICE), sample_dim=0)
+    assert (acc.samples, acc.updates) == (T, 1 + (rest - half) + (rest < T))
+    check_against_reference(acc.compute(), x, from_logits, "streamed stacks")
+    mean_p = reference_probabilities(x.double(), from_logits).mean(0)
+    assert_close(acc.mean_probabilities(), mean_p, "probability", "mean_probabilities")
+
+
+def reference_probabilities(x, from_logits):
+    return torch.softmax(x, 2) if from_logits else x / x.sum(2, keepdim=True)
+
+
+@pytest.mark.parametrize("backend", backend_params("bald"))
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+def test_sample_last_half_precision_and_strided(backend, dtype, rng):
+    x = samples((9, 2, 6, 7, 10), rng, True, dtype)
+    baal_layout = x.permute(1, 2, 3, 4, 0).contiguous().to(DEVICE)
+    check_against_reference(bald(baal_layout, backend=backend, sample_dim=-1), x, True, "sample_dim=-1")
+    # A [B, C, H, W, T] view of fastral-layout memory (and a fully strided one) gives the same answer.
+    view = x.to(DEVICE).permute(1, 2, 3, 4, 0)
+    check_against_reference(bald(view, backend=backend, sample_dim=4), x, True, "sample_dim=4 view")
+    strided = non_contiguous(baal_layout)
+    check_against_reference(bald(strided, backend=backend, sample_dim=-1), strided.movedim(-1, 0).cpu(), True)
+
+
+def test_sample_dim_is_checked():
+    for bad in (1, 2, -2, 5, 0.0, True, "last"):
+        with pytest.raises(ValueError, match=r"'sample_dim' must be 0 .* or -1 .*, got"):
+            bald(torch.rand(2, 1, 3, 4, 4), sample_dim=bad)
+    with pytest.raises(ValueError, match=r"'scores' must have 5 dimensions \[B, C, H, W, T\]"):
+        bald(torch.rand(1, 3, 4, 4), sample_dim=-1)
+    acc = BaldAccumulator()
+    acc.update(torch.rand(1, 3, 4, 4, 6), sample_dim=-1)
+    with pytest.raises(ValueError, match=r"must have shape \(1, 3, 4, 4\) like the first one, got \(1, 3, 4, 6\)"):
+        acc.update(torch.rand(1, 3, 4, 6, 2), sample_dim=-1)
+    with pytest.raises(ValueError, match="mean_probabilities needs at least one sample"):
+        BaldAccumulator().mean_probabilities()
+
+
+def test_mean_probabilities_feed_region_stats(rng):
+    """The documented use: region_stats of the MC-mean prediction, from the accumulator's sums."""
+    from fastral import reference_region_stats, region_stats
+
+    x = samples((4, 1, 5, 8, 8), rng, True)
+    acc = BaldAccumulator()
+    acc.update(x.numpy(), sample_dim=0)
+    mean_p = acc.mean_probabilities()
+    assert isinstance(mean_p, np.ndarray) and mean_p.shape == (1, 5, 8, 8)
+    stats = region_stats(mean_p, 4, pool=2, from_logits=False)
+    mean_ref = reference_probabilities(x.double(), True).mean(0)
+    ref = reference_region_stats(mean_ref, (4, 4), pool=(2, 2), from_logits=False)
+    assert np.array_equal(stats.counts, ref.counts.numpy())
 
 
 BAD_ARGUMENTS = [

@@ -237,9 +237,9 @@ def test_other_kernels_reject_bad_raw_calls():
     x = torch.zeros(2, 1, 3, 4, 4)
     b, e = torch.zeros(1, 4, 4), torch.zeros(1, 4, 4)
     with pytest.raises(ValueError, match="T and C must be >= 1"):
-        _C.bald_stacked(x.data_ptr(), 0, 0, 1, 3, 4, 4, True, b.data_ptr(), e.data_ptr(), 1)
+        _C.bald_stacked(x.data_ptr(), 0, 0, 1, 3, 4, 4, False, True, b.data_ptr(), e.data_ptr(), 1)
     with pytest.raises(ValueError, match="unknown dtype code"):
-        _C.bald_update(x.data_ptr(), 3, 1, 3, 4, 4, True, True, x.data_ptr(), b.data_ptr(), 1)
+        _C.bald_update(x.data_ptr(), 3, 1, 1, 3, 4, 4, False, True, True, x.data_ptr(), b.data_ptr(), 1)
     with pytest.raises(ValueError, match="'sum_h' is a null pointer"):
         _C.bald_finalize(x.data_ptr(), 0, 2, 1, 3, 4, 4, b.data_ptr(), e.data_ptr(), 1)
 
@@ -248,7 +248,7 @@ def test_empty_calls_write_nothing():
     """Zero-size problems return without touching (or needing) their buffers."""
     _C = _module()
     assert _C.region_stats(0, 0, 0, 3, 8, 8, 0, 4, 4, 2, 2, True, 0, 0, 0, 1) == 0
-    assert _C.bald_stacked(0, 0, 2, 1, 3, 0, 5, True, 0, 0, 1) == 0
+    assert _C.bald_stacked(0, 0, 2, 1, 3, 0, 5, True, True, 0, 0, 1) == 0
     _C.kl_histogram(0, 0, 0, 0, 3, 8, True, 0.0, 0.0, False, 1e-7, 0, 1)
 
 

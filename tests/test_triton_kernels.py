@@ -130,14 +130,20 @@ def test_bald_stacked_and_streaming(case, rng):
     ref_bald, ref_entropy = reference_bald(x.cpu().double(), from_logits)
     bald = torch.full((B, H, W), NAN, device=DEVICE)
     entropy = torch.full((B, H, W), NAN, device=DEVICE)
-    assert bald_kernels.bald_stacked_triton(x, from_logits, bald, entropy) == 0
+    assert bald_kernels.bald_stacked_triton(x, False, from_logits, bald, entropy) == 0
     assert_close(bald, ref_bald, "bald", "stacked bald")
     assert_close(entropy, ref_entropy, "entropy", "stacked entropy")
+    baal_layout = x.permute(1, 2, 3, 4, 0).contiguous()
+    bald.fill_(NAN)
+    assert bald_kernels.bald_stacked_triton(baal_layout, True, from_logits, bald, entropy) == 0
+    assert_close(bald, ref_bald, "bald", "stacked bald, sample_last")
 
     sum_p = torch.full((B, C, H, W), NAN, device=DEVICE)
     sum_h = torch.full((B, H, W), NAN, device=DEVICE)
-    for t in range(T):
-        assert bald_kernels.bald_update_triton(x[t], from_logits, t == 0, sum_p, sum_h) == 0
+    first = baal_layout[..., :1].contiguous()
+    assert bald_kernels.bald_update_triton(first, True, from_logits, True, sum_p, sum_h) == 0
+    if T > 1:
+        assert bald_kernels.bald_update_triton(x[1:], False, from_logits, False, sum_p, sum_h) == 0
     probs = torch.softmax(x.cpu().double(), 2) if from_logits else x.cpu().double() / x.cpu().double().sum(2, True)
     assert_close(sum_p, probs.sum(0), "probability", "sum_p")
     bald.fill_(NAN)
@@ -152,12 +158,12 @@ def test_bald_flags():
     p = torch.rand(3, 2, 4, 5, 7, device=DEVICE)
     p[2, 1, 0, 4, 6] = -1.0
     p[0, 0, :, 0, 0] = 0.0
-    assert bald_kernels.bald_stacked_triton(p, False, out, out.clone()) == 2 | 4
+    assert bald_kernels.bald_stacked_triton(p, False, False, out, out.clone()) == 2 | 4
     sum_p, sum_h = torch.empty(2, 4, 5, 7, device=DEVICE), torch.empty(2, 5, 7, device=DEVICE)
-    assert bald_kernels.bald_update_triton(p[0], False, True, sum_p, sum_h) == 4
+    assert bald_kernels.bald_update_triton(p[:1], False, False, True, sum_p, sum_h) == 4
     z = torch.randn(2, 4, 5, 7, device=DEVICE)
     z[1, 3, 2, 2] = math.inf
-    assert bald_kernels.bald_update_triton(z, True, False, sum_p, sum_h) == 1
+    assert bald_kernels.bald_update_triton(z[None], False, True, False, sum_p, sum_h) == 1
 
 
 def kl_values(p, q, exclude_self, eps=1e-7):

@@ -36,10 +36,11 @@ def configs():
         label = f"region_stats {dtype} logits={logits}"
         yield label, region_stats._region_stats_kernel, dtype, {**rs, "FROM_LOGITS": logits}, region_stats.NUM_WARPS
     pixels = dict(C=19, BLOCK_C=32, BLOCK_P=bald.BLOCK_P, VEC=bald.VEC)
-    for dtype, logits in (("fp32", True), ("bf16", False)):
-        label = f"bald_stacked {dtype} logits={logits}"
-        yield label, bald._bald_stacked_kernel, dtype, {**pixels, "FROM_LOGITS": logits}, bald.NUM_WARPS
-    update = {**pixels, "FROM_LOGITS": True, "FIRST": False}
+    for dtype, logits, last in (("fp32", True, False), ("bf16", False, False), ("fp32", True, True)):
+        label = f"bald_stacked {dtype} logits={logits} sample_last={last}"
+        stacked = {**pixels, "FROM_LOGITS": logits, "SAMPLE_LAST": last}
+        yield label, bald._bald_stacked_kernel, dtype, stacked, bald.NUM_WARPS
+    update = {**pixels, "FROM_LOGITS": True, "FIRST": False, "SAMPLE_LAST": False}
     yield "bald_update fp32", bald._bald_update_kernel, "fp32", update, bald.NUM_WARPS
     yield "bald_finalize", bald._bald_finalize_kernel, "fp32", pixels, bald.NUM_WARPS
     kl = dict(KP=32, EXCLUDE_SELF=True, BLOCK_M=kl_histogram.BLOCK_M, BLOCK_N=kl_histogram.BLOCK_N)

@@ -151,8 +151,8 @@ void bind(py::module_& m, const Kernels k) {
 
   m.def(
       "bald_stacked",
-      [k](uintptr_t x, int dtype, int64_t T, int64_t B, int64_t C, int64_t H, int64_t W, bool from_logits,
-          uintptr_t bald, uintptr_t entropy, int nthreads) {
+      [k](uintptr_t x, int dtype, int64_t T, int64_t B, int64_t C, int64_t H, int64_t W, bool sample_last,
+          bool from_logits, uintptr_t bald, uintptr_t entropy, int nthreads) {
         const char* op = "bald_stacked";
         BaldStackedArgs a{};
         a.dtype = dtype_of(op, dtype);
@@ -162,25 +162,27 @@ void bind(py::module_& m, const Kernels k) {
         const int64_t pixels = numel(op, {B, H, W});
         a.bald = pointer<float>(op, "bald", bald, pixels);
         a.entropy = pointer<float>(op, "entropy", entropy, pixels);
-        a.T = T, a.B = B, a.C = C, a.H = H, a.W = W, a.from_logits = from_logits, a.nthreads = nthreads;
+        a.T = T, a.B = B, a.C = C, a.H = H, a.W = W, a.sample_last = sample_last, a.from_logits = from_logits;
+        a.nthreads = nthreads;
         return pixels == 0 ? 0 : k.bald_stacked(a);
       },
       Release());
 
   m.def(
       "bald_update",
-      [k](uintptr_t x, int dtype, int64_t B, int64_t C, int64_t H, int64_t W, bool from_logits, bool first,
-          uintptr_t sum_p, uintptr_t sum_h, int nthreads) {
+      [k](uintptr_t x, int dtype, int64_t T, int64_t B, int64_t C, int64_t H, int64_t W, bool sample_last,
+          bool from_logits, bool first, uintptr_t sum_p, uintptr_t sum_h, int nthreads) {
         const char* op = "bald_update";
         BaldUpdateArgs a{};
         a.dtype = dtype_of(op, dtype);
-        check(C >= 1, op, "C must be >= 1");
+        check(T >= 1 && C >= 1, op, "T and C must be >= 1");
         check_threads(op, nthreads);
         const int64_t n = numel(op, {B, C, H, W});
-        a.x = pointer<const void>(op, "x", x, n);
+        a.x = pointer<const void>(op, "x", x, numel(op, {T, B, C, H, W}));
         a.sum_p = pointer<float>(op, "sum_p", sum_p, n);
         a.sum_h = pointer<float>(op, "sum_h", sum_h, numel(op, {B, H, W}));
-        a.B = B, a.C = C, a.H = H, a.W = W, a.from_logits = from_logits, a.first = first, a.nthreads = nthreads;
+        a.T = T, a.B = B, a.C = C, a.H = H, a.W = W, a.sample_last = sample_last, a.from_logits = from_logits;
+        a.first = first, a.nthreads = nthreads;
         return n == 0 ? 0 : k.bald_update(a);
       },
       Release());

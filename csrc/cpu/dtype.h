@@ -23,18 +23,13 @@ struct BFloat16 {
 typedef uint16_t vu16 __attribute__((vector_size(16)));
 typedef uint8_t vu8 __attribute__((vector_size(8)));
 
-FASTRAL_INLINE vf load(const BFloat16* p) {
-  vu16 h;
-  std::memcpy(&h, p, sizeof h);
-  return as_float(__builtin_convertvector(h, vi) << 16);
-}
+// 8 raw float16 / bfloat16 values as float32 lanes.
+FASTRAL_INLINE vf widen(vu16 h, BFloat16) { return as_float(__builtin_convertvector(h, vi) << 16); }
 
-FASTRAL_INLINE vf load(const Half* p) {
+FASTRAL_INLINE vf widen(vu16 raw, Half) {
 #if defined(__F16C__)
-  return reinterpret_cast<vf>(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  return reinterpret_cast<vf>(_mm256_cvtph_ps(reinterpret_cast<__m128i>(raw)));
 #else
-  vu16 raw;
-  std::memcpy(&raw, p, sizeof raw);
   vi h = __builtin_convertvector(raw, vi);
   vi em = h & splat(0x7fff);                    // exponent and mantissa
   vi o = (em << 13) + splat(112 << 23);         // rebias the exponent: 15 -> 127
@@ -45,6 +40,24 @@ FASTRAL_INLINE vf load(const Half* p) {
   return as_float(as_int(v) | ((h & splat(0x8000)) << 16));
 #endif
 }
+
+template <class T>
+FASTRAL_INLINE vf load(const T* p) {
+  static_assert(sizeof(T) == 2, "float32 loads are in simd_math.h");
+  vu16 h;
+  std::memcpy(&h, p, sizeof h);
+  return widen(h, T{});
+}
+
+// One score as float32.
+FASTRAL_INLINE float to_float(float v) { return v; }
+FASTRAL_INLINE float to_float(BFloat16 v) {
+  const uint32_t bits = static_cast<uint32_t>(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+FASTRAL_INLINE float to_float(Half v) { return widen(vu16{v.bits}, Half{})[0]; }
 
 // Whether lanes are valid (nonzero mask byte = ignored pixel).
 FASTRAL_INLINE vi unmasked(const uint8_t* p) {

@@ -48,9 +48,10 @@ struct KlHistogramArgs {
 };
 
 struct BaldStackedArgs {
-  const void* x;  // [T, B, C, H, W] scores of type dtype
+  const void* x;  // [T, B, C, H, W] scores of type dtype, or [B, C, H, W, T] when sample_last
   Dtype dtype;
   int64_t T, B, C, H, W;
+  bool sample_last;  // baal's layout: the T samples of a score are adjacent
   bool from_logits;
   float* bald;     // [B, H, W]
   float* entropy;  // [B, H, W]
@@ -58,9 +59,10 @@ struct BaldStackedArgs {
 };
 
 struct BaldUpdateArgs {
-  const void* x;  // [B, C, H, W] scores of type dtype
+  const void* x;  // T samples to add, laid out as in BaldStackedArgs ([B, C, H, W] for T = 1)
   Dtype dtype;
-  int64_t B, C, H, W;
+  int64_t T, B, C, H, W;
+  bool sample_last;
   bool from_logits;
   bool first;      // write the sums instead of adding to them
   float* sum_p;    // [B, C, H, W]

@@ -51,6 +51,42 @@ FASTRAL_INLINE void stage(const T* x, int64_t plane, int64_t C, int64_t n, float
   }
 }
 
+// Pixels per block in baal's layout, where a block stages all T samples at once: the largest multiple of kLanes
+// with T * C * P <= 64 Ki floats (256 KB, within L2), within [kLanes, tile_pixels(C)].
+FASTRAL_INLINE int64_t sample_last_tile_pixels(int64_t T, int64_t C) {
+  return max_<int64_t>(kLanes, min_<int64_t>(tile_pixels(C), 65536 / (T * C) / kLanes * kLanes));
+}
+
+// Stages pixels [0, n) of C classes in baal's layout (class c's pixel i, sample t at x[c * plane + i * T + t])
+// as float32 tile[(t * C + c) * P + i], zero-padding each row to a whole chunk: the transposed copy of a block.
+// Each class is one contiguous run of n * T scores, read front to back (one stream for the prefetchers; the
+// planes are a multiple of 4 KB apart for most image sizes, see above). 8 samples of 8 pixels at a time go
+// through a register transpose (element by element a copy costs as much as the BALD arithmetic); the last T % 8
+// samples one by one.
+template <class T>
+FASTRAL_INLINE void stage_sample_last(const T* x, int64_t plane, int64_t T_, int64_t C, int64_t n, float* tile,
+                                      int64_t P) {
+  const int64_t sample = C * P;  // tile floats between samples
+  for (int64_t c = 0; c < C; ++c) {
+    for_each_chunk(0, n, [&](int64_t i, auto chunk) {
+      const T* rows = x + c * plane + i * T_;  // sample t of pixel i + j at rows[j * T + t]
+      float* out = tile + c * P + i;
+      int64_t t = 0;
+      for (; t + kLanes <= T_; t += kLanes) {
+        vf r[kLanes];
+        for (int64_t j = 0; j < kLanes; ++j) r[j] = j < chunk.n ? load(rows + j * T_ + t) : splat(0.0f);
+        transpose8(r);
+        for (int64_t k = 0; k < kLanes; ++k) store(out + (t + k) * sample, r[k]);
+      }
+      for (; t < T_; ++t) {
+        vf v = splat(0.0f);
+        for (int64_t j = 0; j < chunk.n; ++j) v[j] = to_float(rows[j * T_ + t]);
+        store(out + t * sample, v);
+      }
+    });
+  }
+}
+
 // Reads class c of 8 pixels: from scores in memory (ScoreReader: any dtype, classes `stride` elements apart, a
 // partial chunk padded with zeros) or from a tile (TileReader).
 template <class T, class ChunkT>

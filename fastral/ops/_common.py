@@ -50,13 +50,13 @@ _warned_probabilities: set[str] = set()
 
 def warn_if_probabilities(op: str, x: torch.Tensor, class_dim: int) -> None:
     """Warn (once per op) when scores passed as logits look like probabilities: every value in [0, 1] and every
-    pixel summing to 1. A 64-pixel sample decides whether the full check runs, so logits cost almost nothing."""
+    pixel summing to 1. 64 pixels, gathered without copying the scores, decide whether the full check runs, so
+    logits cost almost nothing."""
     if op in _warned_probabilities or not x.numel():
         return
-    moved = x.movedim(class_dim, -1)
-    flat = moved.reshape(-1, moved.shape[-1])
-    sample = flat[:: max(1, flat.shape[0] // 64)].float()
-    if not _look_like_probabilities(sample) or not _look_like_probabilities(flat.float()):
+    if not _look_like_probabilities(_pixel_sample(x, class_dim).float(), -1):
+        return
+    if not _look_like_probabilities(x, class_dim):
         return
     _warned_probabilities.add(op)
     message = (f"{op}: the scores look like probabilities (every pixel in [0, 1], summing to 1) but from_logits=True "
@@ -64,8 +64,19 @@ def warn_if_probabilities(op: str, x: torch.Tensor, class_dim: int) -> None:
     warnings.warn(message, stacklevel=3)
 
 
-def _look_like_probabilities(p: torch.Tensor) -> bool:
-    return bool(((p >= 0) & (p <= 1)).all()) and bool(((p.sum(-1) - 1).abs() <= 1e-3).all())
+def _pixel_sample(x: torch.Tensor, class_dim: int, count: int = 64) -> torch.Tensor:
+    """The scores of up to ``count`` pixels spread evenly over ``x``, ``[count, C]``: an index gather, no copy of
+    ``x`` (reshaping a strided view would copy all of it)."""
+    moved = x.movedim(class_dim, -1)
+    pixels = moved.shape[:-1].numel()
+    index = torch.linspace(0, pixels - 1, steps=min(pixels, count), dtype=torch.float64).long()
+    return moved[torch.unravel_index(index.to(x.device), moved.shape[:-1])]
+
+
+def _look_like_probabilities(p: torch.Tensor, class_dim: int) -> bool:
+    if not bool(((p >= 0) & (p <= 1)).all()):
+        return False
+    return bool(((p.sum(class_dim, dtype=torch.float32) - 1).abs() <= 1e-3).all())
 
 
 def score_flags(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 
 from .. import backends
@@ -73,23 +74,68 @@ def _check_region(region, ignore_mask, x: torch.Tensor, B: int, H: int, W: int):
     return (rh, rw), mask
 
 
+# The layouts of a stack of T samples: sample_dim 0 (or -5) is fastral's [T, B, C, H, W], sample_dim -1 (or 4)
+# baal's [B, C, H, W, T].
+_LAYOUTS = {0: "[T, B, C, H, W]", 4: "[B, C, H, W, T]"}
+
+
+def _sample_axis(sample_dim: Any) -> int:
+    """The non-negative axis of the MC samples in a 5-D stack: 0 or 4."""
+    if not isinstance(sample_dim, bool) and isinstance(sample_dim, (int, np.integer)) and -5 <= sample_dim < 5:
+        axis = int(sample_dim) % 5
+        if axis in _LAYOUTS:
+            return axis
+    raise ValueError(
+        f"{OP}: argument 'sample_dim' must be 0 (scores [T, B, C, H, W], fastral's layout) or -1 (scores "
+        f"[B, C, H, W, T], baal's layout), got {sample_dim!r}"
+    )
+
+
+def _stack(scores: Any, sample_dim: Any) -> tuple[str, torch.Tensor]:
+    """``(kind, stack)``: validated scores of T samples as a ``[T, B, C, H, W]`` view (no copy) of the input."""
+    axis = _sample_axis(sample_dim)
+    kind = array_kind(scores)
+    x = as_tensor(scores, "scores", OP)
+    check_ndim(OP, "scores", x, _LAYOUTS[axis])
+    check_float(OP, "scores", x)
+    stack = x.movedim(axis, 0)
+    if stack.shape[0] < 1 or stack.shape[2] < 1:
+        raise ValueError(f"{OP}: argument 'scores' needs at least one sample and one class, got {describe(x)}")
+    return kind, stack
+
+
+def _kernel_stack(stack: torch.Tensor, backend: str) -> tuple[torch.Tensor, bool]:
+    """``(x, sample_last)``: the stack as the kernels read it, ``[T, B, C, H, W]`` or (``sample_last``) baal's
+    ``[B, C, H, W, T]``, contiguous; no copy for either layout in a kernel dtype. The CUDA kernels read
+    fastral's layout only, so baal's is copied for them."""
+    last = stack.movedim(0, -1)
+    if backend != "cuda" and last.is_contiguous() and not stack.is_contiguous():
+        return kernel_input(last), True
+    return kernel_input(stack), False
+
+
 def bald(
     scores: Any,
     region: int | tuple[int, int] | None = None,
     from_logits: bool = True,
     ignore_mask: Any = None,
     backend: str = "auto",
+    sample_dim: int = 0,
 ) -> BaldResult:
     """MC-dropout BALD from T stacked samples: ``H[mean_t p_t] - mean_t H[p_t]`` per pixel, plus region means.
 
     Args:
-        scores: ``[T, B, C, H, W]`` logits (``from_logits=True``) or probabilities (each pixel normalised to sum
-            1) of T MC-dropout samples; float32/float16/bfloat16 (float64 read as a float32 copy).
+        scores: logits (``from_logits=True``) or probabilities (each pixel normalised to sum 1) of T MC-dropout
+            samples, ``[T, B, C, H, W]`` (``sample_dim=0``) or baal's ``[B, C, H, W, T]`` (``sample_dim=-1``);
+            float32/float16/bfloat16 (float64 read as a float32 copy). Both layouts are read in place.
             When the T samples do not fit in memory, use :class:`BaldAccumulator`.
         region: optional ``(rh, rw)``: also return per-region means in :func:`fastral.region_grid` order.
         from_logits: see above.
         ignore_mask: optional ``[B, H, W]`` bool (True = ignore), excluded from the region means only.
         backend: ``"auto"``, ``"torch"``, ``"cpp"``, ``"triton"`` or ``"cuda"``.
+        sample_dim: the axis of the MC samples, 0 or -1 (see ``scores``). A 5-D stack does not say which layout it
+            is in (``[20, 4, 19, 64, 64]`` could be either), so nothing guesses: pass ``sample_dim=-1`` for baal's
+            ``predict_on_dataset`` output (:mod:`fastral.integrations.baal` always does).
 
     Returns:
         :class:`BaldResult`. Natural logs, float32 accumulation, no epsilon (``0 log 0 = 0``); float rounding
@@ -101,14 +147,12 @@ def bald(
         >>> out = fastral.bald(samples, region=(32, 32))
         >>> out.bald.shape, out.region_bald.shape
         (torch.Size([1, 64, 64]), torch.Size([4]))
+        >>> baal_layout = samples.permute(1, 2, 3, 4, 0)  # [N, C, H, W, T], as baal's predict_on_dataset gives
+        >>> bool((fastral.bald(baal_layout, sample_dim=-1).bald == out.bald).all())
+        True
     """
-    kind = array_kind(scores)
-    x = as_tensor(scores, "scores", OP)
-    check_ndim(OP, "scores", x, "[T, B, C, H, W]")
-    check_float(OP, "scores", x)
-    T, B, C, H, W = x.shape
-    if C < 1 or T < 1:
-        raise ValueError(f"{OP}: argument 'scores' needs at least one sample and one class, got {describe(x)}")
+    kind, x = _stack(scores, sample_dim)
+    B, H, W = x.shape[1], x.shape[3], x.shape[4]
     region, mask = _check_region(region, ignore_mask, x, B, H, W)
     name = backends.resolve(OP, backend, x.device)
     bald_map = empty((B, H, W), torch.float32, x.device)
@@ -145,7 +189,8 @@ class BaldAccumulator:
 
     def reset(self) -> None:
         """Forget every sample seen."""
-        self.samples = 0
+        self.samples = 0  #: MC samples added
+        self.updates = 0  #: accepted update() calls
         self._sum_p: torch.Tensor | None = None
         self._sum_h: torch.Tensor | None = None
         self._kind: str | None = None
@@ -155,47 +200,65 @@ class BaldAccumulator:
         if self._invalid:
             raise ValueError(f"{OP}: BaldAccumulator is unusable ({self._invalid}); call reset() and start again")
 
-    def update(self, scores: Any) -> None:
-        """Add one MC sample: ``[B, C, H, W]`` logits or probabilities, same shape and device every time.
+    def update(self, scores: Any, sample_dim: int | None = None) -> None:
+        """Add MC samples: one ``[B, C, H, W]`` sample of logits or probabilities (``sample_dim=None``), or a
+        stack of T of them, ``[T, B, C, H, W]`` (``sample_dim=0``) or baal's ``[B, C, H, W, T]``
+        (``sample_dim=-1``), read in place. Same ``[B, C, H, W]``, dtype kind and device every time.
 
         A sample with NaN/inf (or, for probabilities, negative or all-zero pixels) raises ValueError; after a
-        rejected sample other than the first the accumulator must be :meth:`reset`.
+        rejected update other than the first the accumulator must be :meth:`reset`.
         """
         self._check_valid()
-        kind = array_kind(scores)
-        x = as_tensor(scores, "scores", OP)
-        check_ndim(OP, "scores", x, "[B, C, H, W]")
-        check_float(OP, "scores", x)
-        if x.shape[1] < 1:
-            raise ValueError(f"{OP}: argument 'scores' needs at least one class, got {describe(x)}")
+        if sample_dim is None:
+            kind = array_kind(scores)
+            x = as_tensor(scores, "scores", OP)
+            check_ndim(OP, "scores", x, "[B, C, H, W]")
+            check_float(OP, "scores", x)
+            if x.shape[1] < 1:
+                raise ValueError(f"{OP}: argument 'scores' needs at least one class, got {describe(x)}")
+            given, x = x, x.unsqueeze(0)
+        else:
+            kind, x = _stack(scores, sample_dim)
+            given = x.movedim(0, _sample_axis(sample_dim))
+        sample_shape = tuple(x.shape[1:])
         first = self._sum_p is None
         if first:
             self._kind = kind
-            self._sum_p = empty(tuple(x.shape), torch.float32, x.device)
-            self._sum_h = empty((x.shape[0], *x.shape[2:]), torch.float32, x.device)
-        elif tuple(x.shape) != tuple(self._sum_p.shape):
+            self._sum_p = empty(sample_shape, torch.float32, x.device)
+            self._sum_h = empty((sample_shape[0], *sample_shape[2:]), torch.float32, x.device)
+        elif sample_shape != tuple(self._sum_p.shape):
             raise ValueError(
                 f"{OP}: every sample fed to BaldAccumulator.update must have shape {tuple(self._sum_p.shape)} "
-                f"like the first one, got {describe(x)}"
+                f"like the first one, got {sample_shape} (scores {describe(given)})"
             )
         else:
-            check_same_device(OP, "scores", x, "the first sample", self._sum_p)
+            check_same_device(OP, "scores", given, "the first sample", self._sum_p)
         name = backends.resolve(OP, self.backend, x.device)
         if self.from_logits:
-            warn_if_probabilities(OP, x, 1)
+            warn_if_probabilities(OP, x, 2)
         flags = 0
         if x.numel():
             with stream_context(kind, x.device):
                 flags = _update(name, x, self.from_logits, first, self._sum_p, self._sum_h)
         if flags:
             # The kernels read each sample once, so a bad value is found after the sums were updated: a rejected
-            # first sample leaves the accumulator empty, a later one leaves it unusable until reset().
+            # first update leaves the accumulator empty, a later one leaves it unusable until reset().
             if first:
                 self.reset()
             else:
-                self._invalid = f"sample {self.samples + 1} was rejected after it was added to the running sums"
-            raise_for_flags(OP, "scores", flags, x)
-        self.samples += 1
+                self._invalid = f"update {self.updates + 1} was rejected after its samples were added to the sums"
+            raise_for_flags(OP, "scores", flags, given)
+        self.samples += x.shape[0]
+        self.updates += 1
+
+    def mean_probabilities(self) -> Any:
+        """``[B, C, H, W]`` float32 mean of the samples' probabilities (softmax of the logits, or the normalised
+        probabilities), in the kind of array fed to :meth:`update`: the MC-mean prediction, e.g. for
+        ``fastral.region_stats(acc.mean_probabilities(), region, from_logits=False)``."""
+        self._check_valid()
+        if self._sum_p is None:
+            raise ValueError(f"{OP}: BaldAccumulator.mean_probabilities needs at least one sample; call update()")
+        return to_kind(self._sum_p / self.samples, self._kind)
 
     def compute(self, region: int | tuple[int, int] | None = None, ignore_mask: Any = None) -> BaldResult:
         """BALD of the samples so far (at least one), with optional per-region means as in :func:`bald`."""
@@ -218,6 +281,7 @@ class BaldAccumulator:
 
 
 def _stacked(name: str, x: torch.Tensor, from_logits: bool, bald_map: torch.Tensor, entropy: torch.Tensor) -> int:
+    """``x`` is a ``[T, B, C, H, W]`` view, in either memory layout."""
     if name == "torch":
         flags = score_flags(x, from_logits, 2)
         if not flags:
@@ -225,25 +289,28 @@ def _stacked(name: str, x: torch.Tensor, from_logits: bool, bald_map: torch.Tens
             bald_map.copy_(ref_bald)
             entropy.copy_(ref_entropy)
         return flags
-    x = kernel_input(x)
+    T, B, C, H, W = x.shape
+    x, sample_last = _kernel_stack(x, name)
     if name == "cpp":
-        T, B, C, H, W = x.shape
         return backends.cpp_module().bald_stacked(
-            ptr(x), DTYPE_CODES[x.dtype], T, B, C, H, W, from_logits, ptr(bald_map), ptr(entropy), num_threads()
-        )
+            ptr(x), DTYPE_CODES[x.dtype], T, B, C, H, W, sample_last, from_logits, ptr(bald_map), ptr(entropy),
+            num_threads(),
+        )  # fmt: skip
     if name == "triton":
-        return backends.triton_module(OP).bald_stacked_triton(x, from_logits, bald_map, entropy)
+        return backends.triton_module(OP).bald_stacked_triton(x, sample_last, from_logits, bald_map, entropy)
     return backends.cuda_ops().bald_stacked_cuda(x, from_logits, bald_map, entropy)
 
 
 def _update(
     name: str, x: torch.Tensor, from_logits: bool, first: bool, sum_p: torch.Tensor, sum_h: torch.Tensor
 ) -> int:
+    """Adds the T samples of ``x``, a ``[T, B, C, H, W]`` view in either memory layout, to the sums."""
     if name == "torch":
-        flags = score_flags(x, from_logits, 1)
+        flags = score_flags(x, from_logits, 2)
         if not flags:
             xf = x.float()
-            p, h = _probabilities(xf, from_logits, 1), pixel_entropy(xf, from_logits)
+            p = _probabilities(xf, from_logits, 2).sum(0)
+            h = pixel_entropy(xf, from_logits, class_dim=2).sum(0)
             if first:
                 sum_p.copy_(p)
                 sum_h.copy_(h)
@@ -251,15 +318,19 @@ def _update(
                 sum_p += p
                 sum_h += h
         return flags
-    x = kernel_input(x)
+    T, B, C, H, W = x.shape
+    x, sample_last = _kernel_stack(x, name)
     if name == "cpp":
-        B, C, H, W = x.shape
         return backends.cpp_module().bald_update(
-            ptr(x), DTYPE_CODES[x.dtype], B, C, H, W, from_logits, first, ptr(sum_p), ptr(sum_h), num_threads()
-        )
+            ptr(x), DTYPE_CODES[x.dtype], T, B, C, H, W, sample_last, from_logits, first, ptr(sum_p), ptr(sum_h),
+            num_threads(),
+        )  # fmt: skip
     if name == "triton":
-        return backends.triton_module(OP).bald_update_triton(x, from_logits, first, sum_p, sum_h)
-    return backends.cuda_ops().bald_update_cuda(x, from_logits, first, sum_p, sum_h)
+        return backends.triton_module(OP).bald_update_triton(x, sample_last, from_logits, first, sum_p, sum_h)
+    flags = 0
+    for t in range(T):  # the CUDA kernel adds one sample per launch
+        flags |= backends.cuda_ops().bald_update_cuda(x[t], from_logits, first and t == 0, sum_p, sum_h)
+    return flags
 
 
 def _finalize(
