@@ -15,11 +15,13 @@ import torch
 import triton
 import triton.language as tl
 
-from fastral.ops._common import FLAG_NEGATIVE, FLAG_NONFINITE, FLAG_ZERO_SUM
+from fastral.ops._common import FLAG_NEGATIVE, FLAG_NONFINITE, FLAG_SUM_RANGE, FLT_MAX, FLT_MIN
 
 _NONFINITE = tl.constexpr(FLAG_NONFINITE)
 _NEGATIVE = tl.constexpr(FLAG_NEGATIVE)
-_ZERO_SUM = tl.constexpr(FLAG_ZERO_SUM)
+_SUM_RANGE = tl.constexpr(FLAG_SUM_RANGE)
+_FLT_MIN = tl.constexpr(FLT_MIN)
+_FLT_MAX = tl.constexpr(FLT_MAX)
 
 
 @triton.jit
@@ -38,13 +40,17 @@ def _pixel_scores(ptrs, mask, valid, FROM_LOGITS: tl.constexpr):
     so ``w / s`` is the pixel's distribution, the entropy ``h`` and the int32 flags of the valid pixels.
 
     From logits ``h = log s - sum_c w_c (z_c - max z) / s``: one exp per class and one log per pixel. Every
-    non-finite logit makes ``h`` NaN, so checking ``h`` per pixel finds them (and a float32 overflow of the
-    logits' spread, where the reference is NaN too). From probabilities ``h = log s - sum_c x_c log x_c / s``
-    (the pixel normalised first); a non-finite score makes ``s`` non-finite.
+    non-finite logit makes ``h`` NaN, so checking ``h`` per pixel finds them; finite logits whose spread
+    overflows float32 are computed exactly (see the clamp). From probabilities ``h = log s - sum_c x_c log x_c / s``
+    (the pixel normalised first); non-finite scores are tested one by one (finite ones can overflow ``s``), and
+    a sum outside float32's normal range is flagged (FLAG_SUM_RANGE).
     """
     if FROM_LOGITS:
         x = tl.load(ptrs, mask=mask, other=float("-inf")).to(tl.float32)
         z = x - tl.max(x, 0, keep_dims=True)
+        # Finite logits whose spread overflows float32 give z = -inf: clamp to -128, where e^z is 0 all the same
+        # (an input -inf, and the padding, stay -inf: the first makes h NaN and is flagged, the second is masked).
+        z = tl.where((z < -128.0) & (x > float("-inf")), -128.0, z)
         w = tl.exp(z)
         s = tl.sum(w, 0)
         h = tl.log(s) - tl.sum(tl.where(mask, w * z, 0.0), 0) / s
@@ -54,9 +60,11 @@ def _pixel_scores(ptrs, mask, valid, FROM_LOGITS: tl.constexpr):
         w = x
         s = tl.sum(x, 0)
         h = tl.log(s) - tl.sum(_xlogx(x), 0) / s
-        flags = tl.where(valid & ~(tl.abs(s) < float("inf")), _NONFINITE, 0)
+        # Finite probabilities can overflow s too (flagged below), so test the scores themselves.
+        nonfinite = tl.max(tl.where(mask & ~(tl.abs(x) < float("inf")), 1, 0), 0) > 0
+        flags = tl.where(valid & nonfinite, _NONFINITE, 0)
         flags |= tl.where(valid & (tl.min(x, 0) < 0), _NEGATIVE, 0)
-        flags |= tl.where(valid & (s == 0), _ZERO_SUM, 0)
+        flags |= tl.where(valid & ~((s >= _FLT_MIN) & (s <= _FLT_MAX)), _SUM_RANGE, 0)
     return x, w, s, h, flags
 
 

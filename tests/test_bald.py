@@ -132,7 +132,7 @@ def test_bad_values_raise(backend):
         acc.update(torch.rand(1, 3, 4, 5, device=DEVICE))
     zero = torch.rand(1, 3, 4, 4)
     zero[0, :, 0, 0] = 0
-    with pytest.raises(ValueError, match="all zero"):
+    with pytest.raises(ValueError, match="all zero or sum outside"):
         acc.update(zero.to(DEVICE))
     # The sums may already hold the rejected sample: the accumulator refuses to go on until reset.
     for call in (lambda: acc.update(p[1].to(DEVICE)), acc.compute):
@@ -141,6 +141,30 @@ def test_bad_values_raise(backend):
     acc.reset()
     acc.update(p[1].to(DEVICE))
     assert acc.samples == 1
+
+
+# Triton's CPU interpreter reduces with numpy, which warns on the float32 overflows these cases are about.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("backend", backend_params("bald"))
+def test_float32_limits(backend, rng):
+    """As for region_stats: overflowing logit spreads are exact, out-of-range sums and float64 beyond float32's
+    range are refused by every backend, stacked and streaming."""
+    x = logits((3, 1, 5, 6, 6), rng, class_dim=2)
+    x[:, 0, 0, :3] = 3e38
+    x[1:, 0, 1, :2] = -3e38
+    check_against_reference(bald(x.to(DEVICE), backend=backend), x, True, "overflowing spread")
+    check_against_reference(streamed(x.to(DEVICE), True, backend), x, True, "streamed overflowing spread")
+    for value in (1e-40, 2e38):  # one pixel whose four probabilities sum to a subnormal / beyond FLT_MAX
+        p = probabilities((2, 1, 4, 5, 5), rng, class_dim=2)
+        p[1, 0, :, 2, 2] = value
+        with pytest.raises(ValueError, match="all zero or sum outside float32's normal range"):
+            bald(p.to(DEVICE), from_logits=False, backend=backend)
+        with pytest.raises(ValueError, match="all zero or sum outside float32's normal range"):
+            BaldAccumulator(from_logits=False, backend=backend).update(p[1].to(DEVICE))
+    wide = logits((2, 1, 4, 5, 5), rng, torch.float64, class_dim=2)
+    wide[0, 0, 1, 2, 2] = -1e39
+    with pytest.raises(ValueError, match="float64 values beyond float32's range"):
+        bald(wide.to(DEVICE), backend=backend)
 
 
 # baal's layout [B, C, H, W, T]: T below, at and above a multiple of the 8-sample register transpose, and image

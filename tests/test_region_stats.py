@@ -147,8 +147,33 @@ def test_bad_values_raise(backend):
     with pytest.raises(ValueError, match="must be >= 0"):
         region_stats(p.to(DEVICE), (4, 4), (2, 2), from_logits=False, backend=backend)
     p[0, :, 5, 5] = 0.0
-    with pytest.raises(ValueError, match="all zero"):
+    with pytest.raises(ValueError, match="all zero or sum outside"):
         region_stats(p.to(DEVICE), (4, 4), (2, 2), from_logits=False, backend=backend)
+
+
+# Triton's CPU interpreter reduces with numpy, which warns on the float32 overflows these cases are about.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("backend", backend_params("region_stats"))
+def test_float32_limits(backend, rng):
+    """The domain every backend agrees on: finite float32 logits are computed exactly even where their spread
+    overflows float32; probabilities whose pixel sums leave float32's normal range, and float64 scores beyond
+    float32's range, are refused with the same error by every backend."""
+    x = logits((1, 5, 8, 8), rng)
+    x[0, 0, :4] = 3e38  # spread 6e38 against the -3e38 below: z - max overflows to -inf in float32
+    x[0, 1, :2] = -3e38
+    x[0, 2, 2:4] = 3e38  # a tie at the top: entropy log 2
+    check_against_reference(x, (4, 4), (2, 2), True, None, backend, "overflowing spread")
+    tiny = probabilities((1, 4, 8, 8), rng) * 1e-30  # small, but sums are normal numbers
+    check_against_reference(tiny, (4, 4), (2, 2), False, None, backend, "tiny probabilities")
+    for value, dtype in ((1e-40, torch.float32), (2e38, torch.float32), (1e-300, torch.float64)):
+        p = probabilities((1, 4, 8, 8), rng, dtype)
+        p[0, :, 3, 3] = value  # one pixel summing to a subnormal, beyond FLT_MAX, below FLT_MIN in float64
+        with pytest.raises(ValueError, match="all zero or sum outside float32's normal range"):
+            region_stats(p.to(DEVICE), (4, 4), (2, 2), from_logits=False, backend=backend)
+    wide = logits((1, 4, 8, 8), rng, torch.float64)
+    wide[0, 1, 2, 2] = 1e39
+    with pytest.raises(ValueError, match="float64 values beyond float32's range"):
+        region_stats(wide.to(DEVICE), (4, 4), (2, 2), backend=backend)
 
 
 @pytest.mark.parametrize("backend", backend_params("region_stats"))

@@ -14,7 +14,7 @@ namespace fastral {
 enum : int {
   kFlagNonFinite = 1,  // a NaN or +-inf score among the pixels read
   kFlagNegative = 2,   // a negative probability (from_logits = false)
-  kFlagZeroSum = 4,    // a pixel whose probabilities sum to 0 (from_logits = false)
+  kFlagSumRange = 4,   // a pixel whose probabilities sum to 0 or outside [FLT_MIN, FLT_MAX] (from_logits = false)
 };
 
 // Element types of the scores; must match DTYPE_CODES in fastral/ops/_common.py.

@@ -7,7 +7,7 @@
 //                  (C exps and one log per pixel; exact for confident pixels, no epsilon)
 //   probabilities: S = sum x_c;  H = log S - sum x_c log x_c / S  (0 log 0 = 0; C logs per pixel)
 // Non-finite scores always make H non-finite, so the flag check only rescans the scores of a chunk whose H is
-// not finite.
+// not finite (and recomputes it, clamped, when the logits were finite but their spread overflowed float32).
 //
 // Staging. Where planes are a multiple of 4 KB apart (most image sizes), the C lines a chunk touches share cache
 // sets, and streams that also write per class (BALD's sum_p) thrash them. The BALD kernels therefore first copy a
@@ -17,6 +17,7 @@
 // more (about 20%) than they save.
 #pragma once
 
+#include <cfloat>
 #include <type_traits>
 
 #include "dtype.h"
@@ -155,11 +156,15 @@ FASTRAL_INLINE PixelStats pixel_stats(const Reader& x, int64_t C, vi valid, vf* 
   }
   st.label = label;
   vf norm;  // s or S: what the probabilities are divided by
-  if constexpr (kFromLogits) {
+  // kClamp: finite logits whose spread overflows float32 make z = -inf and e^z z = 0 (-inf) = NaN; clamped to -128,
+  // where e^z is 0 all the same, the sums are exact. Only rerun for a chunk whose entropy came out non-finite from
+  // finite logits, so the common path pays nothing (the clamp would also hide a -inf logit from the flag check).
+  auto logit_pass = [&](auto clamp) {
     vf s = splat(0.0f), t = splat(0.0f);
 #pragma GCC unroll 2
     for (int64_t c = 0; c < C; ++c) {
-      const vf z = x(c) - best;
+      vf z = x(c) - best;
+      if constexpr (decltype(clamp)::value) z = vmax(z, splat(-128.0f));
       const vf ez = exp(z);
       s += ez;
       t += ez * z;
@@ -167,6 +172,9 @@ FASTRAL_INLINE PixelStats pixel_stats(const Reader& x, int64_t C, vi valid, vf* 
     }
     st.entropy = log(s) - t / s;
     norm = s;
+  };
+  if constexpr (kFromLogits) {
+    logit_pass(std::false_type{});
   } else {
     vf xlogx = splat(0.0f);
     for (int64_t c = 0; c < C; ++c) {
@@ -178,11 +186,14 @@ FASTRAL_INLINE PixelStats pixel_stats(const Reader& x, int64_t C, vi valid, vf* 
   }
 
   st.flags = 0;
-  if (__builtin_expect(any(valid & ~finite(st.entropy)), 0) && any_nonfinite(x, C, valid))
-    st.flags |= kFlagNonFinite;
+  if (__builtin_expect(any(valid & ~finite(st.entropy)), 0)) {
+    if (any_nonfinite(x, C, valid)) st.flags |= kFlagNonFinite;
+    else if constexpr (kFromLogits) logit_pass(std::true_type{});
+  }
   if constexpr (!kFromLogits) {
     if (any(valid & (low < splat(0.0f)))) st.flags |= kFlagNegative;
-    if (any(valid & (total == splat(0.0f)))) st.flags |= kFlagZeroSum;
+    // Zero, subnormal (1/S overflows, log S is off) or overflowing sums: refused, as by every backend.
+    if (any(valid & ~((total >= splat(FLT_MIN)) & (total <= splat(FLT_MAX))))) st.flags |= kFlagSumRange;
   }
 
   if constexpr (kProbs) {

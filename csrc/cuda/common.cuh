@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -56,7 +57,7 @@ inline std::string describe_cuda_error(cudaError_t err) {
 // Status bits kernels report about the scores they read (fastral/ops/_common.py: FLAG_*).
 constexpr int kFlagNonfinite = 1;  // a NaN or +-inf score
 constexpr int kFlagNegative = 2;   // a negative probability
-constexpr int kFlagZeroSum = 4;    // a pixel whose probabilities sum to 0
+constexpr int kFlagSumRange = 4;   // a pixel whose probabilities sum to 0 or outside [FLT_MIN, FLT_MAX]
 
 // Where a call runs. The static CUDA runtime keeps its own current device, apart from torch's, so every entry
 // point makes the caller's device current first; that is also the first CUDA call, which on a machine without a
@@ -234,17 +235,20 @@ struct PixelEntropy;
 // From logits, one pass: running max m, s = sum_c e^(z_c - m) and t = sum_c e^(z_c - m) (z_c - m), rescaled when
 // the max moves. Either way a class costs one exp, e^-|z - m|. Then H = log s - t / s: the log-sum-exp form, no log
 // of a probability and no epsilon, so exact for confident pixels (s -> 1, t -> 0-). The argmax is where the max
-// last moved, so ties keep the lowest class. A NaN or +-inf score always leaves m, s or t non-finite (e^-inf = 0
-// meets an infinite difference as 0 * inf), so the status needs no per-class test.
+// last moved, so ties keep the lowest class. Finite scores whose difference overflows float32 are clamped to a
+// difference of +-128, where e^-|d| is 0 all the same (so the sums are exact); the clamp would hide a NaN or +-inf
+// score, so those are tested one by one.
 template <>
 struct PixelEntropy<true> {
   float m, s, t;
   int argmax;
+  bool bad;
 
-  __device__ __forceinline__ void first(float z) { m = z, s = 1.f, t = 0.f, argmax = 0; }
+  __device__ __forceinline__ void first(float z) { m = z, s = 1.f, t = 0.f, argmax = 0, bad = !isfinite(z); }
 
   __device__ __forceinline__ void add(float z, int c) {
-    const float d = z - m;
+    bad |= !isfinite(z);
+    const float d = fminf(fmaxf(z - m, -128.f), 128.f);
     const float e = __expf(-fabsf(d));
     if (d > 0.f) {  // a new max: the old sums scale by e^(m - z); the new class adds e^0 = 1 to s and 0 to t
       t = (t - d * s) * e;
@@ -256,9 +260,7 @@ struct PixelEntropy<true> {
     }
   }
 
-  __device__ __forceinline__ int status() const {
-    return isfinite(m) && isfinite(s) && isfinite(t) ? 0 : kFlagNonfinite;
-  }
+  __device__ __forceinline__ int status() const { return bad ? kFlagNonfinite : 0; }
   __device__ __forceinline__ float entropy() const { return logf(s) - __fdividef(t, s); }
   __device__ __forceinline__ float norm() const { return m + logf(s); }  // log-sum-exp
   __device__ static __forceinline__ float prob(float z, float lse) { return __expf(z - lse); }
@@ -284,7 +286,7 @@ struct PixelEntropy<false> {
     bad |= check(x);
   }
 
-  __device__ __forceinline__ int status() const { return bad | (s == 0.f ? kFlagZeroSum : 0); }
+  __device__ __forceinline__ int status() const { return bad | (s >= FLT_MIN && s <= FLT_MAX ? 0 : kFlagSumRange); }
   __device__ __forceinline__ float entropy() const { return logf(s) - xlx / s; }
   __device__ __forceinline__ float norm() const { return s; }
   __device__ static __forceinline__ float prob(float x, float sum) { return x / sum; }

@@ -13,7 +13,11 @@ from .._validate import describe, pair
 # Status bits the kernels return (or the torch backend computes) after reading the scores; the op then raises.
 FLAG_NONFINITE = 1  # a NaN or +-inf score
 FLAG_NEGATIVE = 2  # a negative probability (from_logits=False)
-FLAG_ZERO_SUM = 4  # a pixel whose probabilities are all zero (from_logits=False)
+# A pixel whose probabilities (from_logits=False) sum to zero, below float32's smallest normal number or beyond its
+# largest: the kernels normalise in float32, so every backend refuses such sums rather than compute garbage.
+FLAG_SUM_RANGE = 4
+FLT_MIN = float(torch.finfo(torch.float32).tiny)  # 1.18e-38
+FLT_MAX = float(torch.finfo(torch.float32).max)  # 3.40e38
 
 # Dtype codes the compiled modules and their raw pointers agree on.
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -32,16 +36,22 @@ def empty(shape, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
 
 def raise_for_flags(op: str, name: str, flags: int, t: torch.Tensor) -> None:
     if flags & FLAG_NONFINITE:
+        if t.dtype == torch.float64 and bool(torch.isfinite(t).all()):
+            raise ValueError(
+                f"{op}: argument '{name}' holds float64 values beyond float32's range (|x| > {FLT_MAX:.4g}); every "
+                f"backend computes in float32: rescale them ({describe(t)})"
+            )
         raise ValueError(f"{op}: argument '{name}' contains NaN or infinite values ({describe(t)})")
     if flags & FLAG_NEGATIVE:
         raise ValueError(
             f"{op}: argument '{name}' holds probabilities (from_logits=False) and must be >= 0, "
             f"but contains negative values ({describe(t)})"
         )
-    if flags & FLAG_ZERO_SUM:
+    if flags & FLAG_SUM_RANGE:
         raise ValueError(
-            f"{op}: argument '{name}' holds probabilities (from_logits=False) but has a pixel whose "
-            f"probabilities are all zero ({describe(t)})"
+            f"{op}: argument '{name}' holds probabilities (from_logits=False) but has a pixel whose probabilities "
+            f"are all zero or sum outside float32's normal range [{FLT_MIN:.4g}, {FLT_MAX:.4g}]; normalise or "
+            f"rescale them ({describe(t)})"
         )
 
 
@@ -83,10 +93,13 @@ def score_flags(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:
     """The status flags of scores, computed with torch: the torch backend's share of the kernels' work."""
     if not bool(torch.isfinite(x).all()):
         return FLAG_NONFINITE
+    if x.dtype == torch.float64 and x.numel() and float(x.abs().max()) > FLT_MAX:
+        return FLAG_NONFINITE  # what the kernels see once the scores are float32
     if from_logits:
         return 0
     flags = FLAG_NEGATIVE if bool((x < 0).any()) else 0
-    return flags | (FLAG_ZERO_SUM if bool((x.sum(class_dim) == 0).any()) else 0)
+    total = x.sum(class_dim, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return flags | (FLAG_SUM_RANGE if bool(((total < FLT_MIN) | (total > FLT_MAX)).any()) else 0)
 
 
 def kernel_input(t: torch.Tensor) -> torch.Tensor:

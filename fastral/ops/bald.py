@@ -205,8 +205,9 @@ class BaldAccumulator:
         stack of T of them, ``[T, B, C, H, W]`` (``sample_dim=0``) or baal's ``[B, C, H, W, T]``
         (``sample_dim=-1``), read in place. Same ``[B, C, H, W]``, dtype kind and device every time.
 
-        A sample with NaN/inf (or, for probabilities, negative or all-zero pixels) raises ValueError; after a
-        rejected update other than the first the accumulator must be :meth:`reset`.
+        A sample with NaN/inf (or, for probabilities, negative pixels or pixels whose sum is 0 or outside
+        float32's normal range) raises ValueError; after a rejected update other than the first the accumulator
+        must be :meth:`reset`.
         """
         self._check_valid()
         if sample_dim is None:

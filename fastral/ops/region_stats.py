@@ -38,11 +38,13 @@ def pixel_entropy(x: torch.Tensor, from_logits: bool, class_dim: int = 1) -> tor
     """Shannon entropy (natural log) of each pixel's class distribution, reducing ``class_dim``.
 
     From logits: ``H = log(sum_c e^{z_c - m}) - sum_c softmax(z)_c (z_c - m)`` with ``m = max_c z_c``: no log of a
-    probability, no epsilon, exact for confident pixels. From probabilities: the row is normalised first (as
-    ``scipy.stats.entropy`` does), ``H = log S - sum_c p_c log p_c / S`` with ``0 log 0 = 0``.
+    probability, no epsilon, exact for confident pixels; ``z_c - m`` is clamped at the dtype's lowest finite value,
+    where ``e^{z - m}`` is 0 anyway, so finite logits whose spread overflows give the exact entropy instead of NaN.
+    From probabilities: the row is normalised first (as ``scipy.stats.entropy`` does),
+    ``H = log S - sum_c p_c log p_c / S`` with ``0 log 0 = 0``.
     """
     if from_logits:
-        z = x - x.amax(class_dim, keepdim=True)
+        z = (x - x.amax(class_dim, keepdim=True)).clamp_min(torch.finfo(x.dtype).min)
         e = z.exp()
         s = e.sum(class_dim)
         return s.log() - (e * z).sum(class_dim) / s
@@ -127,7 +129,8 @@ def region_stats(
 
     Raises:
         TypeError / ValueError naming the argument: wrong rank or dtype, region larger than the image, a pool
-        finer than the region, NaN/inf scores, negative or all-zero probabilities.
+        finer than the region, NaN/inf scores, float64 scores beyond float32's range, negative probabilities or
+        pixels whose probabilities sum to 0 or outside float32's normal range.
 
     Example:
         >>> import numpy as np, fastral
