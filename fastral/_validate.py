@@ -54,12 +54,18 @@ def check_nonnegative(op: str, name: str, t: torch.Tensor) -> None:
 
 
 def check_mask(op: str, name: str, mask: Any, scores: torch.Tensor, expected: tuple[int, ...]) -> torch.Tensor:
-    """A boolean ``[B, H, W]`` mask (True = ignore this pixel) on the scores' device."""
+    """A boolean ``[B, H, W]`` mask (True = ignore this pixel) on the scores' device. A uint8 mask (as image
+    libraries write masks) is accepted too, nonzero = ignore, and returned as a boolean copy."""
     from ._arrays import as_tensor
 
     m = as_tensor(mask, name, op)
-    if m.dtype != torch.bool:
-        raise TypeError(f"{op}: argument '{name}' must be a boolean mask (True = ignore), got {describe(m)}")
+    if m.dtype == torch.uint8:
+        m = m != 0
+    elif m.dtype != torch.bool:
+        raise TypeError(
+            f"{op}: argument '{name}' must be a boolean mask (True = ignore) or a uint8 one (nonzero = ignore), got "
+            f"{describe(m)}"
+        )
     if tuple(m.shape) != expected:
         raise ValueError(f"{op}: argument '{name}' must have shape {expected} to match the scores, got {describe(m)}")
     check_same_device(op, name, m, "scores", scores)

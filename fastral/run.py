@@ -26,16 +26,21 @@ import torch
 
 from . import available_backends
 from ._atomic import remove_stale_temporaries
+from ._extras import missing_extra
 from ._lock import FolderBusyError, FolderLock
-from .al.cache import CacheSpaceError
-from .al.experiment import file_hash, prepare
-from .al.loop import Runner
-from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
-from .al.report import summary_table, write_report
-from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
-from .data import DataLayoutError
-from .models import CheckpointError
-from .training import TrainingDivergedError
+
+try:  # the AL pipeline needs the [al] extra (the featurizers do not): say so instead of a bare ImportError
+    from .al.cache import CacheSpaceError
+    from .al.experiment import file_hash, prepare
+    from .al.loop import Runner
+    from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
+    from .al.report import summary_table, write_report
+    from .al.run_state import STATE_FILE, RunStateError, config_differences, load_state
+    from .data import DataLayoutError
+    from .models import CheckpointError
+    from .training import TrainingDivergedError
+except ModuleNotFoundError as exc:
+    raise missing_extra("python -m fastral.run", exc) from exc
 
 INPUT_FILES = ("init_checkpoint", "pretrain_from", "train_init_checkpoint", "splits")  # read, never written
 RUNTIME_KEYS = ("device", "threads")  # may change on --resume (results may then differ in the last digits)

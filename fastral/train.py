@@ -3,8 +3,12 @@
     python -m fastral.train                                       # built-in streets scenes, no download
     python -m fastral.train --dataset camvid --data-root ../shared/data/camvid --scale 0.5
     python -m fastral.train --help                                # every flag
+    python -m fastral.train --images photos/ --labels labels/ --init-checkpoint best.pt   # your own labels
 
 Writes ``<out>/best.pt`` (best validation mIoU, atomically) and ``<out>/metrics.json`` (history, per-class IoU).
+With ``--images``/``--labels`` (a labels folder of ``fastral.labels import``) it fine-tunes on exactly the labelled
+regions, on crops that contain them, for ``--epochs`` passes over the regions, with no validation split, and
+writes ``<out>/last.pt`` and ``<out>/metrics.json``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,25 @@ from pathlib import Path
 import torch
 
 from ._atomic import write_json
+from ._extras import missing_extra
 from ._validate import MAX_SEED
-from .data import PRESETS, TrainItem, load_dataset
-from .models import MODEL_PRESETS, build_model, load_checkpoint
-from .training import TrainConfig, TrainingDivergedError, evaluate, fit
+
+try:  # data sets and training need the [al] extra (the featurizers do not): say so instead of an ImportError
+    from .data import PRESETS, TrainItem, load_dataset
+    from .data.folder import FolderError, PartialLabelFolder
+    from .models import (
+        MODEL_PRESETS,
+        CheckpointError,
+        SemanticFPN,
+        build_model,
+        load_checkpoint,
+        load_torchvision_weights,
+        read_checkpoint,
+        save_checkpoint,
+    )
+    from .training import TrainConfig, TrainingDivergedError, evaluate, fit, make_optimizer, poly_schedule, train_steps
+except ModuleNotFoundError as exc:
+    raise missing_extra("python -m fastral.train", exc) from exc
 
 #: Defaults that depend on the data set, for flags whose default is None. ``streets`` (128x160 generated scenes)
 #: trains a half-width compact network (ResNet-18 width 16, FPN 32, branches 16) at a higher learning rate on one
@@ -43,7 +62,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def apply_dataset_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the flags left at None with the data set's defaults (:data:`DATASET_DEFAULTS`), then the generic ones."""
-    for key, value in {**GENERIC_DEFAULTS, **DATASET_DEFAULTS.get(args.dataset, {})}.items():
+    own = DATASET_DEFAULTS.get(args.dataset, {}) if args.labels is None else {}  # --labels: not --dataset's
+    for key, value in {**GENERIC_DEFAULTS, **own}.items():
         if getattr(args, key) is None and (key not in _MODEL_SIZE_FLAGS or args.model == "compact"):
             setattr(args, key, value)
     return args
@@ -72,6 +92,8 @@ def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     need(args.crop is None or min(args.crop) >= 1, "crop", "sizes >= 1")
     for flag in ("seed", "streets-seed"):
         need(0 <= getattr(args, flag.replace("-", "_")) <= MAX_SEED, flag, f"a seed in [0, {MAX_SEED}]")
+    need(args.backbone_weights is None or args.init_checkpoint is None, "backbone-weights",
+         "no --backbone-weights with --init-checkpoint (that checkpoint holds the backbone)")  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -94,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--max-val-images", type=int, help="validate on only the first N images of the split")
     d.add_argument("--streets-seed", type=int, default=0, help="seed of the generated streets data set")
     d.add_argument("--gta5-classes", default="cityscapes", choices=["cityscapes", "camvid"], help="class map for gta5")
+    d.add_argument("--images", type=Path, help="your own images folder (with --labels; instead of --dataset)")
+    d.add_argument("--labels", type=Path, help="labels folder of fastral.labels import: fine-tune on its regions")
     m = p.add_argument_group("model")
     m.add_argument("--model", default="compact", choices=sorted(MODEL_PRESETS), help="model size preset")
     m.add_argument("--backbone", choices=["resnet18", "resnet34", "resnet50"], help="override the preset's backbone")
@@ -114,6 +138,12 @@ def parser() -> argparse.ArgumentParser:
         "--no-train-dropout", action="store_true", help="do not apply that dropout while training (official code)"
     )
     m.add_argument("--init-checkpoint", type=Path, help="start from these weights instead of from scratch")
+    m.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help="a local torchvision ResNet checkpoint for the backbone of a new network, e.g. resnet50-0676ba61.pth "
+        "from a torch hub cache (with --model paper, or --width 64; never downloaded)",
+    )
     m.add_argument(
         "--init-skip-classifier", action="store_true", help="keep a fresh classifier (checkpoint with other classes)"
     )
@@ -163,6 +193,71 @@ def _plain(x):
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
+def _new_model(args, p: argparse.ArgumentParser, num_classes: int) -> SemanticFPN:
+    """A new network of --model and the size flags, its backbone loaded from --backbone-weights if given."""
+    overrides = {k: v for k in ("backbone", *_MODEL_SIZE_FLAGS) if (v := getattr(args, k))}
+    model = build_model(num_classes, args.model, dropout=args.dropout, train_dropout=not args.no_train_dropout,
+                        **overrides)  # fmt: skip
+    if args.backbone_weights is not None:
+        try:
+            load_torchvision_weights(model, args.backbone_weights)
+        except (CheckpointError, FileNotFoundError) as exc:
+            p.error(f"argument --backbone-weights: {exc}")
+    return model
+
+
+def _folder_model(args, p: argparse.ArgumentParser, num_classes: int) -> SemanticFPN:
+    """The network to fine-tune: --init-checkpoint's architecture and weights (its classifier kept unless
+    --init-skip-classifier), else a new one of --model."""
+    if args.init_checkpoint is None:
+        return _new_model(args, p, num_classes)
+    try:
+        config = read_checkpoint(args.init_checkpoint)["config"]
+        model = SemanticFPN(**{**config, "num_classes": num_classes})
+        load_checkpoint(args.init_checkpoint, model, skip_classifier=args.init_skip_classifier)
+    except (CheckpointError, FileNotFoundError) as exc:
+        p.error(f"argument --init-checkpoint: {exc}")
+    return model
+
+
+def train_on_folder(args, p: argparse.ArgumentParser) -> dict:
+    """--images/--labels: fine-tune on exactly the labelled regions of a labels folder (no validation split)."""
+    if args.images is None or args.labels is None:
+        missing = "--labels" if args.labels is None else "--images"
+        p.error(f"argument {missing}: expected a folder (--images and --labels go together), got None")
+    try:
+        data = PartialLabelFolder(args.images, args.labels)
+    except FolderError as exc:
+        p.error(f"argument --labels: {exc}")
+    model = _folder_model(args, p, data.num_classes).to(args.device)
+    items = data.training_items()
+    # Crops default to the largest labelled region, so images of any sizes batch together.
+    crop = tuple(args.crop) if args.crop else tuple(max(it.box[k] for it in items) for k in (2, 3))
+    config = TrainConfig(
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size, crop=crop,
+        hflip=not args.no_hflip, grad_clip=args.grad_clip or None,
+    )  # fmt: skip
+    optimizer = make_optimizer(model, config)
+    total = args.epochs * math.ceil(len(items) / args.batch_size)
+    scheduler = poly_schedule(optimizer, total) if args.lr_schedule == "poly" else None
+    print(f"train: {data!r}\nmodel: {model.config}, {torch.get_num_threads()} threads")
+    generator = torch.Generator().manual_seed(args.seed)
+    try:
+        stats = train_steps(model, data, items, optimizer, config, epochs=args.epochs, scheduler=scheduler,
+                            generator=generator, progress=not args.no_progress)  # fmt: skip
+    except TrainingDivergedError as exc:
+        sys.exit(f"fastral.train: error: {exc}")
+    out = args.out or Path("runs") / "train-folder"
+    save_checkpoint(out / "last.pt", model, optimizer, iterations=stats.iterations, loss=stats.loss)
+    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+               "images": len(data), "regions": len(items), "crop": list(crop), "iterations": stats.iterations,
+               "mean_loss": stats.loss, "seconds_total": stats.seconds}  # fmt: skip
+    write_json(out / "metrics.json", _plain(summary))
+    print(f"{stats.iterations} iterations on {len(items)} regions of {len(data)} images, mean loss "
+          f"{stats.loss:.4f}; wrote {out / 'last.pt'} and {out / 'metrics.json'}")  # fmt: skip
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = parser()
     args = apply_dataset_defaults(p.parse_args(argv))
@@ -170,16 +265,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.images is not None or args.labels is not None:
+        return train_on_folder(args, p)
     out = args.out or Path("runs") / f"train-{args.dataset}"
     # streets generates only the images it needs; real data sets are read and then cut to the first N.
     train = _dataset(args, args.train_split, args.max_train_images)
     val = _dataset(args, args.val_split, args.max_val_images)
     train_images = range(min(len(train), args.max_train_images or len(train)))
     val_images = range(min(len(val), args.max_val_images or len(val)))
-    overrides = {k: v for k in ("backbone", *_MODEL_SIZE_FLAGS) if (v := getattr(args, k))}
-    model = build_model(
-        train.num_classes, args.model, dropout=args.dropout, train_dropout=not args.no_train_dropout, **overrides
-    )
+    model = _new_model(args, p, train.num_classes)
     if args.init_checkpoint:
         load_checkpoint(args.init_checkpoint, model, skip_classifier=args.init_skip_classifier)
     model.to(args.device)

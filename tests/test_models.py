@@ -1,14 +1,26 @@
-"""Semantic FPN: shapes, MC dropout (features once, BatchNorm frozen), checkpoints."""
+"""Semantic FPN: shapes, MC dropout (features once, BatchNorm frozen), checkpoints, torchvision backbone weights."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 from _data_helpers import single_thread  # noqa: F401 (fixture)
 
-from fastral.models import CheckpointError, SemanticFPN, build_model, load_checkpoint, mc_dropout, save_checkpoint
+from fastral.models import (
+    CheckpointError,
+    SemanticFPN,
+    build_model,
+    load_checkpoint,
+    load_torchvision_weights,
+    mc_dropout,
+    save_checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TINY = {"width": 8, "fpn_channels": 16, "head_channels": 8}
+DATA = Path(__file__).parent / "data"
 
 
 def tiny(num_classes=5, **kw):
@@ -118,7 +130,7 @@ def test_checkpoint_errors(tmp_path):
     assert model.num_classes == 11
     with pytest.raises(
         CheckpointError,
-        match=r"shape mismatches \(backbone.stem.0.0.weight: checkpoint \(8, 3, 7, 7\), model \(16, 3, 7, 7\)",
+        match=r"shape mismatches \(backbone.conv1.weight: checkpoint \(8, 3, 7, 7\), model \(16, 3, 7, 7\)",
     ):
         load_checkpoint(path, tiny(num_classes=19, width=16))
     with pytest.raises(CheckpointError, match="missing"):
@@ -131,3 +143,60 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_dropout_runs_as_a_module():
+    """The head calls its nn.Dropout module: a module swapped in for it decides what dropout does."""
+    model = tiny().eval()
+    x = torch.randn(1, 3, 32, 32)
+    calls = []
+    model.dropout.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        model(x)
+        assert calls == [1]
+        model.dropout = torch.nn.Dropout(1.0 - 1e-7).train()  # an always-on layer drops almost everything
+        assert torch.allclose(model(x), model.classifier.bias.view(1, -1, 1, 1).expand(1, 5, 32, 32), atol=1e-4)
+
+
+def test_checkpoint_of_fastral_0_1_still_loads():
+    """A checkpoint written before the backbone took torchvision's parameter names gives the same logits."""
+    model, extra = load_checkpoint(DATA / "semantic_fpn_v0.1_tiny.pt")
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # the input saved with it
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), extra["logits"])
+
+
+def torchvision_state_dict(depth: int, seed: int = 0) -> dict:
+    """A random state dict with the names and shapes of torchvision's resnet<depth>, as torchvision 0.28 lists
+    them (tests/data/torchvision_resnet_state_dict_shapes.json), its classification head included."""
+    shapes = json.loads((DATA / "torchvision_resnet_state_dict_shapes.json").read_text())["models"][f"resnet{depth}"]
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randint(0, 5, s, generator=g) if k.endswith("num_batches_tracked") else
+            torch.rand(s, generator=g) + 0.5 for k, s in shapes.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_backbone_has_torchvision_parameter_names(depth):
+    tv = torchvision_state_dict(depth)
+    own = build_model(3, "paper", backbone=f"resnet{depth}", fpn_channels=8, head_channels=4).backbone.state_dict()
+    assert {k: tuple(v.shape) for k, v in own.items()} == {
+        k: tuple(v.shape) for k, v in tv.items() if not k.startswith("fc.")
+    }
+
+
+def test_backbone_weights_load_a_torchvision_checkpoint(tmp_path):
+    path = tmp_path / "resnet18-random.pth"
+    torch.save(torchvision_state_dict(18), path)
+    model = load_torchvision_weights(build_model(3, "compact", width=64), path)
+    saved = torch.load(path, weights_only=True)
+    for name, value in model.backbone.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    with pytest.raises(CheckpointError, match=r"do not fit a ResNet-18 of width 32: .*shape mismatches.*--width 64"):
+        load_torchvision_weights(build_model(3, "compact"), path)  # the compact preset's width is 32
+    with pytest.raises(CheckpointError, match=r"ResNet-50 of width 64: \d+ shape mismatches.*missing \['layer1.0.down"):
+        load_torchvision_weights(build_model(3, "paper"), path)
+    torch.save({"model": torchvision_state_dict(18)}, tmp_path / "nested.pth")
+    with pytest.raises(CheckpointError, match="must be a torchvision ResNet state dict"):
+        load_torchvision_weights(model, tmp_path / "nested.pth")
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        load_torchvision_weights(model, tmp_path / "missing.pth")

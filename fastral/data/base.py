@@ -140,8 +140,11 @@ def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return round(size[0] * scale), round(size[1] * scale)
 
 
-class SegmentationDataset:
+class SegmentationDataset(torch.utils.data.Dataset):
     """One split of a segmentation data set: ``len(ds)`` images of one size, with labels.
+
+    A ``torch.utils.data.Dataset``: ``ds[i]`` is ``(ds.image(i), ds.label(i))``, so a ``DataLoader``, a
+    ``Subset`` or another library's data-set wrapper takes it as it is.
 
     Attributes: ``name``, ``split``, ``root``, ``num_classes``, ``class_names``, ``height``, ``width`` (after
     ``scale``), ``raw_size`` (on disk), ``region`` (the AL region ``(h, w)`` at this scale) and ``regions``
@@ -268,6 +271,12 @@ class SegmentationDataset:
         if self._images is not None:
             return self._images[i], self._labels[i]
         return self._read(i)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image, label)`` of image ``i``: float32 ``[3, H, W]`` (ImageNet-normalised) and int64 ``[H, W]``
+        (:data:`IGNORE_INDEX` for void); one read for both."""
+        rgb, ids = self._get(i)
+        return normalize(rgb), torch.from_numpy(ids.astype(np.int64))
 
     def image(self, i: int) -> torch.Tensor:
         """Image ``i`` as float32 ``[3, H, W]``, normalised with the ImageNet mean/std."""

@@ -1,6 +1,7 @@
-"""The segmentation network: a semantic FPN on a ResNet-18/34/50 backbone with MC dropout, and checkpoints."""
+"""The segmentation network: a semantic FPN on a torchvision-compatible ResNet-18/34/50 backbone with MC dropout,
+and checkpoints."""
 
-from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_torchvision_weights, read_checkpoint, save_checkpoint
 from .fpn import BACKBONES, MODEL_PRESETS, SemanticFPN, build_model, mc_dropout
 from .resnet import ResNet
 
@@ -12,6 +13,7 @@ __all__ = [
     "SemanticFPN",
     "build_model",
     "load_checkpoint",
+    "load_torchvision_weights",
     "mc_dropout",
     "read_checkpoint",
     "save_checkpoint",

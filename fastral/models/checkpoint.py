@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,28 @@ from .fpn import SemanticFPN
 
 CHECKPOINT_FORMAT = "fastral-segmentation/1"
 CLASSIFIER_PREFIX = "classifier."
+TORCHVISION_HEAD = "fc."  #: parameter-name prefix of torchvision's classification head
+
+# fastral 0.1 named its ResNet's modules stem/stages/branch/shortcut; they now carry torchvision's names (see
+# fastral.models.resnet), with the same architecture, so old checkpoints load after a rename.
+_OLD_STEM = re.compile(r"^backbone\.stem\.0\.([01])\.")  # (conv, bn) of the stem
+_OLD_BLOCK = re.compile(r"^backbone\.stages\.(\d)\.(\d+)\.(?:branch\.([024])\.([01])|shortcut)\.")
+
+
+def _new_block_name(m: re.Match) -> str:
+    stage, block, pair, layer = m.groups()
+    prefix = f"backbone.layer{int(stage) + 1}.{block}."  # stages were 0-based, torchvision's layers are 1-based
+    if pair is None:
+        return prefix + "downsample."
+    return f"{prefix}{('conv', 'bn')[int(layer)]}{int(pair) // 2 + 1}."  # branch.0/2/4 held (conv, bn) 1/2/3
+
+
+def _upgrade_backbone_names(weights: dict) -> dict:
+    """A fastral 0.1 checkpoint's parameter names renamed to today's (torchvision's) backbone names."""
+    return {
+        _OLD_BLOCK.sub(_new_block_name, _OLD_STEM.sub(lambda m: f"backbone.{('conv1', 'bn1')[int(m[1])]}.", k)): v
+        for k, v in weights.items()
+    }
 
 
 class CheckpointError(ValueError):
@@ -63,7 +86,7 @@ def load_checkpoint(
     state = read_checkpoint(path)
     if model is None:
         model = SemanticFPN(**state["config"])
-    weights = state["model"]
+    weights = _upgrade_backbone_names(state["model"])
     if skip_classifier:
         weights = {k: v for k, v in weights.items() if not k.startswith(CLASSIFIER_PREFIX)}
     elif state["config"]["num_classes"] != model.num_classes:
@@ -88,3 +111,44 @@ def load_checkpoint(
     if optimizer is not None and state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     return model, state["extra"]
+
+
+def load_torchvision_weights(model: SemanticFPN, path: str | os.PathLike) -> SemanticFPN:
+    """Load a local torchvision ResNet checkpoint (a state dict, e.g. ``resnet50-0676ba61.pth`` from a torch hub
+    cache) into ``model``'s backbone and return the model; the checkpoint's classification head ``fc.*`` is
+    dropped, the FPN and classifier keep their weights. Nothing is downloaded.
+
+    The backbone must have width 64 and the checkpoint's depth (``build_model(C, "paper")`` for a ResNet-50).
+    Raises :class:`CheckpointError` naming the file and what differs, FileNotFoundError for a missing file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights '{path}' do not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types (UnpicklingError, RuntimeError, struct.error, ...)
+        raise CheckpointError(f"cannot read backbone weights '{path}': {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = f" with keys {list(state)[:5]}" if isinstance(state, dict) else ""
+        raise CheckpointError(
+            f"backbone weights '{path}' must be a torchvision ResNet state dict (parameter name -> tensor), got "
+            f"a {type(state).__name__}{keys}"
+        )
+    weights = {k: v for k, v in state.items() if not k.startswith(TORCHVISION_HEAD)}
+    backbone = model.backbone
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in weights.items()
+              if k in own and v.shape != own[k].shape]  # fmt: skip
+    if missing or unexpected or shapes:
+        problems = [f"{len(shapes)} shape mismatches ({'; '.join(shapes[:3])})"] if shapes else []
+        problems += [f"missing {missing[:5]}"] if missing else []
+        problems += [f"unexpected {unexpected[:5]}"] if unexpected else []
+        raise CheckpointError(
+            f"backbone weights '{path}' do not fit a ResNet-{backbone.depth} of width {backbone.width}: "
+            f"{', '.join(problems)}. torchvision checkpoints fit width 64 (the 'paper' preset, or --width 64) "
+            "and the same depth (--backbone)"
+        )
+    backbone.load_state_dict(weights)
+    return model

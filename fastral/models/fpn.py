@@ -5,7 +5,11 @@ with MC dropout before the classifier for the BALD baseline.
 ``feats = model.features(x)`` (backbone + FPN, ``[B, 4 * head_channels, H/4, W/4]``) and then
 ``model.head(feats, size, mc=True)`` T times (dropout + classifier + upsampling); :meth:`SemanticFPN.mc_samples`
 does both with BatchNorm in eval mode. :func:`mc_dropout` is the module-mode alternative: inside it the model is in
-eval mode except its dropout layers, so ``model(x)`` is one stochastic sample.
+eval mode except its dropout layers, so ``model(x)`` is one stochastic sample. The head calls its ``nn.Dropout``
+module, so tools that swap dropout modules (baal's ``patch_module`` / ``MCDropoutModule``) work as well.
+
+The backbone is torchvision's ResNet with its parameter names: :func:`~fastral.models.load_torchvision_weights`
+loads a local torchvision checkpoint into it.
 """
 
 from __future__ import annotations
@@ -134,10 +138,15 @@ class SemanticFPN(nn.Module):
         """Dropout + classifier on :meth:`features`, upsampled to ``size`` (None: logits at stride 4).
 
         Dropout is applied while training (if ``train_dropout``), inside :func:`mc_dropout`, or always with
-        ``mc=True``; ``generator`` makes the dropout masks reproducible.
+        ``mc=True``; ``generator`` makes the dropout masks of ``mc=True`` reproducible.
         """
-        if mc or (self.dropout.training and (self.train_dropout or not self.training)):
+        if mc:
             features = _dropout(features, self.dropout.p, generator)
+        elif self.train_dropout or not self.training:
+            # The module itself is called (not F.dropout), so whatever it is decides: identity in eval mode,
+            # a sample inside mc_dropout(), and an always-on layer where an MC-dropout tool swapped it in
+            # (baal's patch_module / MCDropoutModule).
+            features = self.dropout(features)
         logits = self.classifier(features)
         return logits if size is None else _resize(logits, size)
 

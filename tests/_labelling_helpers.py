@@ -1,0 +1,48 @@
+"""Helpers of the labelling-loop tests (fastral.select, fastral.labels, the Label Studio round trip)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from _data_helpers import shared_data
+from PIL import Image
+
+from fastral import select
+from fastral.models import build_model, save_checkpoint
+
+CAMVID_IMAGES = ("0001TP_006690.png", "0001TP_006720.png", "0001TP_006750.png", "0001TP_006780.png")
+
+
+def camvid_folder(root: Path, half_size: bool = True) -> tuple[Path, dict[str, np.ndarray]]:
+    """A folder of a user's own images made from real CamVid frames: two PNGs at the top, one in a sub-folder,
+    one saved as JPEG in another (half size by default, to keep the tests fast). Returns the folder and the
+    ground-truth class ids of each image (relative path -> uint8 [H, W], 255 = void), resized the same way."""
+    camvid = shared_data("camvid")
+    images, truth = root / "images", {}
+    names = ("a.png", "b.png", "street/c.png", "more/d.jpg")
+    for src, rel in zip(CAMVID_IMAGES, names, strict=True):
+        rgb, ids = Image.open(camvid / "train" / src).convert("RGB"), Image.open(camvid / "trainannot" / src)
+        if half_size:
+            rgb, ids = rgb.resize((240, 180), Image.BILINEAR), ids.resize((240, 180), Image.NEAREST)
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        rgb.save(images / rel, quality=95) if rel.endswith(".jpg") else rgb.save(images / rel)
+        ids = np.array(ids)
+        truth[rel] = np.where(ids < 11, ids, 255).astype(np.uint8)  # CamVid's 11 = void
+    return images, truth
+
+
+def tiny_checkpoint(path: Path, num_classes: int = 11, seed: int = 0) -> Path:
+    """A small, randomly initialised compact FPN saved as a fastral segmentation checkpoint."""
+    torch.manual_seed(seed)
+    model = build_model(num_classes, "compact", width=8, fpn_channels=16, head_channels=8)
+    save_checkpoint(path, model)
+    return path
+
+
+def run_select(images: Path, checkpoint: Path, out: Path, *extra: str) -> dict:
+    """``python -m fastral.select`` in-process on one thread; returns selected_regions.json."""
+    argv = ["--images", str(images), "--checkpoint", str(checkpoint), "--out", str(out), "--threads", "1",
+            "--no-progress", *extra]  # fmt: skip
+    return select.main(argv)
