@@ -9,7 +9,7 @@ import torch
 from _data_helpers import shared_data
 from PIL import Image
 
-from fastral import select
+from fastral import select, train
 from fastral.models import build_model, save_checkpoint
 
 CAMVID_IMAGES = ("0001TP_006690.png", "0001TP_006720.png", "0001TP_006750.png", "0001TP_006780.png")
@@ -46,3 +46,19 @@ def run_select(images: Path, checkpoint: Path, out: Path, *extra: str) -> dict:
     argv = ["--images", str(images), "--checkpoint", str(checkpoint), "--out", str(out), "--threads", "1",
             "--no-progress", *extra]  # fmt: skip
     return select.main(argv)
+
+
+def expected_label(truth: np.ndarray, boxes) -> np.ndarray:
+    """The label file an import should write: the ground truth inside the selected ``boxes``, 255 elsewhere."""
+    out = np.full_like(truth, 255)
+    for b in boxes:
+        y, x, h, w = b["y"], b["x"], b["height"], b["width"]
+        out[y : y + h, x : x + w] = truth[y : y + h, x : x + w]
+    return out
+
+
+def fine_tune(images: Path, labels: Path, checkpoint: Path, out: Path, batch_size: int) -> dict:
+    """``python -m fastral.train --images --labels`` in-process: one epoch on one thread; returns its summary."""
+    argv = ["--images", str(images), "--labels", str(labels), "--init-checkpoint", str(checkpoint), "--epochs", "1",
+            "--batch-size", str(batch_size), "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+    return train.main(argv)

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _data_helpers import single_thread  # noqa: F401 (fixture)
-from _labelling_helpers import camvid_folder, run_select, tiny_checkpoint
+from _labelling_helpers import camvid_folder, expected_label, fine_tune, run_select, tiny_checkpoint
 from PIL import Image
 
-from fastral import labels, train
+from fastral import labels
 from fastral.data.folder import label_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,31 +121,8 @@ def test_label_studio_round_trip(server, tmp_path, single_thread):  # noqa: F811
                          str(tmp_path / "export.json"), "--out", str(out)])  # fmt: skip
     assert [(r["image"], r["box"]) for r in state["regions"]] == [(r["image"], r["box"]) for r in sel["regions"]]
     for rel in {r["image"] for r in sel["regions"]}:
-        expected = np.full_like(truth[rel], 255)
-        for r in sel["regions"]:
-            if r["image"] == rel:
-                b = r["box"]
-                window = np.s_[b["y"] : b["y"] + b["height"], b["x"] : b["x"] + b["width"]]
-                expected[window] = truth[rel][window]
+        expected = expected_label(truth[rel], [r["box"] for r in sel["regions"] if r["image"] == rel])
         np.testing.assert_array_equal(np.array(Image.open(out / label_path(rel))), expected, err_msg=rel)
 
-    summary = train.main(
-        [
-            "--images",
-            str(images),
-            "--labels",
-            str(out),
-            "--init-checkpoint",
-            str(ckpt),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--threads",
-            "1",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "ft"),
-        ]
-    )
+    summary = fine_tune(images, out, ckpt, tmp_path / "ft", batch_size=8)
     assert summary["iterations"] == 1 and np.isfinite(summary["mean_loss"])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from _data_helpers import single_thread  # noqa: F401 (fixture)
-from _labelling_helpers import camvid_folder, run_select, tiny_checkpoint
+from _labelling_helpers import camvid_folder, expected_label, fine_tune, run_select, tiny_checkpoint
 from PIL import Image
 
 from fastral import labels, train
@@ -24,14 +24,6 @@ def selected(tmp_path, single_thread):  # noqa: F811
     ckpt = tiny_checkpoint(tmp_path / "net.pt")
     sel = run_select(images, ckpt, tmp_path / "sel", "--budget", "10", "--region", *REGION)
     return images, truth, ckpt, sel, tmp_path / "sel" / "selected_regions.json"
-
-
-def expected_label(truth: np.ndarray, boxes) -> np.ndarray:
-    out = np.full_like(truth, 255)
-    for b in boxes:
-        y, x, h, w = b["y"], b["x"], b["height"], b["width"]
-        out[y : y + h, x : x + w] = truth[y : y + h, x : x + w]
-    return out
 
 
 def write_masks(folder, truth, images):
@@ -65,25 +57,7 @@ def test_masks_import_keeps_region_pixels_and_training_uses_exactly_them(selecte
     data = PartialLabelFolder(images, out)
     assert len(data.training_items()) == 10 and data.class_names == tuple(CAMVID)
 
-    summary = train.main(
-        [
-            "--images",
-            str(images),
-            "--labels",
-            str(out),
-            "--init-checkpoint",
-            str(ckpt),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "10",
-            "--threads",
-            "1",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "ft"),
-        ]
-    )
+    summary = fine_tune(images, out, ckpt, tmp_path / "ft", batch_size=10)
     assert summary["iterations"] == 1 and summary["regions"] == 10 and summary["crop"] == [45, 40]
     assert np.isfinite(summary["mean_loss"]) and (tmp_path / "ft" / "last.pt").is_file()
 

@@ -95,22 +95,31 @@ def load_checkpoint(
             "pass skip_classifier=True (--init-skip-classifier) to fine-tune it on other classes"
         )
     own = model.state_dict()
-    missing = [k for k in own if k not in weights and not (skip_classifier and k.startswith(CLASSIFIER_PREFIX))]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in weights.items()
-              if k in own and v.shape != own[k].shape]  # fmt: skip
-    if missing or unexpected or shapes:
-        problems = [f"{len(shapes)} shape mismatches ({'; '.join(shapes[:5])})"] if shapes else []
-        problems += [f"missing {missing[:5]}"] if missing else []
-        problems += [f"unexpected {unexpected[:5]}"] if unexpected else []
+    if skip_classifier:
+        own = {k: v for k, v in own.items() if not k.startswith(CLASSIFIER_PREFIX)}
+    problems = _fit_problems(own, weights, "checkpoint")
+    if problems:
         raise CheckpointError(
-            f"checkpoint '{path}' does not fit the model: {', '.join(problems)}. "
+            f"checkpoint '{path}' does not fit the model: {problems}. "
             f"Checkpoint config {state['config']}, model config {model.config}"
         )
     model.load_state_dict(weights, strict=not skip_classifier)
     if optimizer is not None and state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     return model, state["extra"]
+
+
+def _fit_problems(own: dict, weights: dict, source: str) -> str:
+    """What keeps ``weights`` (read from a ``source``) from loading into a module whose state is ``own``: shape
+    mismatches, missing and unexpected names, the first few of each; "" when they fit."""
+    shapes = [f"{k}: {source} {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in weights.items()
+              if k in own and v.shape != own[k].shape]  # fmt: skip
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    problems = [f"{len(shapes)} shape mismatches ({'; '.join(shapes[:5])})"] if shapes else []
+    problems += [f"missing {missing[:5]}"] if missing else []
+    problems += [f"unexpected {unexpected[:5]}"] if unexpected else []
+    return ", ".join(problems)
 
 
 def load_torchvision_weights(model: SemanticFPN, path: str | os.PathLike) -> SemanticFPN:
@@ -136,18 +145,11 @@ def load_torchvision_weights(model: SemanticFPN, path: str | os.PathLike) -> Sem
         )
     weights = {k: v for k, v in state.items() if not k.startswith(TORCHVISION_HEAD)}
     backbone = model.backbone
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in weights.items()
-              if k in own and v.shape != own[k].shape]  # fmt: skip
-    if missing or unexpected or shapes:
-        problems = [f"{len(shapes)} shape mismatches ({'; '.join(shapes[:3])})"] if shapes else []
-        problems += [f"missing {missing[:5]}"] if missing else []
-        problems += [f"unexpected {unexpected[:5]}"] if unexpected else []
+    problems = _fit_problems(backbone.state_dict(), weights, "file")
+    if problems:
         raise CheckpointError(
             f"backbone weights '{path}' do not fit a ResNet-{backbone.depth} of width {backbone.width}: "
-            f"{', '.join(problems)}. torchvision checkpoints fit width 64 (the 'paper' preset, or --width 64) "
+            f"{problems}. torchvision checkpoints fit width 64 (the 'paper' preset, or --width 64) "
             "and the same depth (--backbone)"
         )
     backbone.load_state_dict(weights)
