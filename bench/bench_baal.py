@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import peak_bytes_added, run
+from harness import peak_bytes_added, run
 
 pytest.importorskip("baal")
 

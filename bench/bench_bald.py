@@ -1,69 +1,24 @@
-"""BALD with T = 20 MC-dropout samples of [1, 19, 512, 1024] logits: stacked, streaming, and peak memory."""
+"""BALD of T = 20 MC-dropout samples of logits (workloads.BALD_STACKED / BALD_STREAMING: [1, 19, 512, 1024] on
+the CPU), stacked and streaming, against baal's numpy formula; and the peak memory of the streaming accumulator."""
 
 import numpy as np
 import pytest
 import scipy.special
 import torch
-from conftest import compiled, peak_bytes_added, run
+from harness import measure, peak_bytes_added, run, workload_fixtures
+from workloads import BALD_STACKED, BALD_STREAMING, DEVICE, providers
 
-import fastral
-from fastral import BaldAccumulator, bald, reference_bald
-
-GROUP = "bald T=20 [1,19,512,1024] f32 logits"
+inputs, expected = workload_fixtures(BALD_STACKED)
 
 
-@pytest.fixture(scope="module")
-def samples(full_size):
-    shape = (20, 1, 19, 512, 1024) if full_size else (20, 1, 19, 64, 128)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3
+@pytest.mark.parametrize("provider", providers(BALD_STACKED))
+def test_bald_stacked(benchmark, machine, provider, inputs, expected):
+    measure(benchmark, machine, BALD_STACKED, provider, inputs, expected)
 
 
-@pytest.fixture(scope="module")
-def expected(samples):
-    return reference_bald(samples.double())[0]
-
-
-def needs_cpp():
-    if reason := fastral.available_backends("cpu", "bald")["cpp"]:
-        pytest.skip(reason)
-
-
-def check(out_bald, expected):
-    torch.testing.assert_close(torch.as_tensor(out_bald).double(), expected, atol=3e-5, rtol=0)
-
-
-def streaming(samples, backend):
-    acc = BaldAccumulator(backend=backend)
-    for sample in samples:
-        acc.update(sample)
-    return acc.compute()
-
-
-def test_cpp_stacked(benchmark, machine, samples, expected):
-    needs_cpp()
-    out = run(benchmark, machine, GROUP, "cpp stacked", lambda: bald(samples, backend="cpp"),
-              bytes_read=samples.numel() * 4)  # fmt: skip
-    check(out.bald, expected)
-
-
-def test_cpp_streaming(benchmark, machine, samples, expected):
-    needs_cpp()
-    out = run(benchmark, machine, GROUP, "cpp streaming", lambda: streaming(samples, "cpp"),
-              bytes_read=samples.numel() * 4)  # fmt: skip
-    check(out.bald, expected)
-
-
-def test_torch_eager(benchmark, machine, samples, expected):
-    out = run(benchmark, machine, GROUP, "torch eager (reference)", lambda: reference_bald(samples),
-              bytes_read=samples.numel() * 4)  # fmt: skip
-    check(out[0], expected)
-
-
-def test_torch_compile(benchmark, machine, samples, expected, skip_compile_when_disabled):
-    fn = compiled(reference_bald)
-    out = run(benchmark, machine, GROUP, "torch.compile (reference)", lambda: fn(samples),
-              bytes_read=samples.numel() * 4)  # fmt: skip
-    check(out[0], expected)
+@pytest.mark.parametrize("provider", providers(BALD_STREAMING))
+def test_bald_streaming(benchmark, machine, provider, inputs, expected):
+    measure(benchmark, machine, BALD_STREAMING, provider, inputs, expected)
 
 
 def numpy_xlogy_bald(probs: np.ndarray) -> np.ndarray:
@@ -72,11 +27,18 @@ def numpy_xlogy_bald(probs: np.ndarray) -> np.ndarray:
     return -scipy.special.xlogy(mean, mean).sum(1) + scipy.special.xlogy(probs, probs).sum(2).mean(0)
 
 
-def test_numpy_xlogy_baal_style(benchmark, machine, samples, expected):
-    probs = torch.softmax(samples, 2).numpy()  # baal takes probabilities: the softmax is not timed
-    out = run(benchmark, machine, GROUP, "numpy xlogy (baal's formula, probabilities)",
-              lambda: numpy_xlogy_bald(probs), bytes_read=probs.nbytes)  # fmt: skip
-    check(torch.from_numpy(out), expected)
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="a CPU baseline")
+def test_numpy_xlogy_baal_style(benchmark, machine, inputs, expected):
+    probs = torch.softmax(inputs[0], 2).numpy()  # baal takes probabilities: the softmax is not timed
+    out = run(
+        benchmark,
+        machine,
+        BALD_STACKED.group,
+        "numpy xlogy (baal's formula, probabilities)",
+        lambda: numpy_xlogy_bald(probs),
+        bytes_read=probs.nbytes,
+    )
+    BALD_STACKED.check((torch.from_numpy(out),), expected, inputs)
 
 
 MC_SAMPLES = """

@@ -7,7 +7,7 @@ Featurizers (numpy, torch or any DLPack array in, the same kind out):
 Each has a pure-PyTorch ``reference_<op>``; ``backend=`` picks the implementation (see :mod:`fastral.backends`).
 """
 
-from .backends import BackendUnavailableError, available_backends
+from .backends import BackendStatus, BackendUnavailableError, available_backends
 from .ops import (
     BaldAccumulator,
     BaldResult,
@@ -25,6 +25,7 @@ from .ops import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendStatus",
     "BackendUnavailableError",
     "BaldAccumulator",
     "BaldResult",

@@ -34,8 +34,22 @@ def array_kind(x: Any) -> str:
 
 
 # numpy dtypes torch can view (float128, unsigned 16-64 bit and others would fail inside torch.from_numpy).
-NUMPY_DTYPES = tuple(np.dtype(t) for t in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32",
-                                           "float64", "complex64", "complex128"))  # fmt: skip
+NUMPY_DTYPES = tuple(
+    np.dtype(t)
+    for t in (
+        "bool",
+        "uint8",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    )
+)
 
 
 def as_tensor(x: Any, name: str, op: str) -> torch.Tensor:
@@ -43,15 +57,19 @@ def as_tensor(x: Any, name: str, op: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return _dense(x.detach(), name, op)
     if isinstance(x, np.ma.MaskedArray):  # its mask would silently be dropped
-        raise TypeError(f"{op}: argument '{name}' is a numpy masked array; pass its data and its mask as "
-                        "'ignore_mask' (True = ignore) where the op takes one")  # fmt: skip
+        raise TypeError(
+            f"{op}: argument '{name}' is a numpy masked array; pass its data and its mask as "
+            "'ignore_mask' (True = ignore) where the op takes one"
+        )
     if isinstance(x, np.ndarray):
         if x.dtype.fields is not None or x.dtype.byteorder == ">" or not x.dtype.isnative:
             kind = "a plain (not structured)" if x.dtype.fields is not None else "a native-byte-order"
             raise TypeError(f"{op}: argument '{name}' must be {kind} array, got dtype {x.dtype.str}")
         if x.dtype not in NUMPY_DTYPES:
-            raise TypeError(f"{op}: argument '{name}' must be a numeric array of a dtype torch reads "
-                            f"({', '.join(d.name for d in NUMPY_DTYPES)}), got numpy dtype {x.dtype}")  # fmt: skip
+            raise TypeError(
+                f"{op}: argument '{name}' must be a numeric array of a dtype torch reads "
+                f"({', '.join(d.name for d in NUMPY_DTYPES)}), got numpy dtype {x.dtype}"
+            )
         if any(s < 0 for s in x.strides):
             x = np.ascontiguousarray(x)  # torch cannot view negative strides (e.g. arr[::-1])
         if not x.flags.writeable:  # the ops only read their inputs: torch's "not writable" warning does not apply

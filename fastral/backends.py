@@ -9,8 +9,12 @@ Backends:
 
 ``backend="auto"`` picks ``cpp`` for CPU inputs and, for CUDA inputs, the faster of ``triton`` and ``cuda`` per
 op (:data:`GPU_PREFERENCE`), falling back to the other GPU backend and then to ``torch``. The choice is logged
-once per op and device type on the ``fastral`` logger (INFO), with the reason when it is a fallback.
-Asking for a backend by name that cannot run raises :class:`BackendUnavailableError` saying why.
+once per op and device type on the ``fastral`` logger: at INFO, or at WARNING with the reasons when it falls back to
+the (much slower) reference because the compiled backends failed to build or load. Asking for a backend by name
+that cannot run raises :class:`BackendUnavailableError` saying why.
+
+This module decides which backend runs and imports no op: :mod:`fastral.ops._dispatch` maps the name it resolves
+to that backend's launchers (the Triton ones, ``fastral.kernels.<op>``, through :func:`triton_module`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import functools
 import importlib
 import logging
 import os
+from dataclasses import dataclass
 from types import ModuleType
 
 import torch
@@ -34,6 +39,23 @@ GPU_PREFERENCE = {"region_stats": "cuda", "kl_histogram": "cuda", "bald": "cuda"
 
 class BackendUnavailableError(RuntimeError):
     """A backend was asked for by name but cannot run here; the message says why."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend runs here: true if it does; else false, with :attr:`reason` saying why not."""
+
+    reason: str = ""  #: why the backend cannot run ("" when it can)
+
+    @property
+    def available(self) -> bool:
+        return not self.reason
+
+    def __bool__(self) -> bool:
+        return self.available
+
+    def __str__(self) -> str:
+        return self.reason or "available"
 
 
 @functools.cache
@@ -65,12 +87,6 @@ def cuda_module() -> ModuleType:
             f"({err}). It is built only where a CUDA toolkit (nvcc) is found at install time."
         )
     return mod
-
-
-def cuda_ops() -> ModuleType:
-    """Tensor-level launchers over the CUDA module (``fastral.ops._cuda``), or BackendUnavailableError."""
-    cuda_module()
-    return importlib.import_module("fastral.ops._cuda")
 
 
 def triton_interpreted() -> bool:
@@ -130,12 +146,15 @@ def _auto(op: str, device_type: str) -> str:
             continue
         logger.info("fastral: %s on %s runs on backend %r", op, device_type, name)
         return name
-    logger.info(
-        "fastral: %s on %s falls back to the PyTorch reference%s",
-        op,
-        device_type,
-        (": " + "; ".join(reasons)) if reasons else "",
-    )
+    if reasons:  # a compiled backend was expected here: say loudly that the reference runs instead
+        logger.warning(
+            "fastral: %s on %s falls back to the PyTorch reference (tens of times slower): %s",
+            op,
+            device_type,
+            "; ".join(reasons),
+        )
+    else:
+        logger.info("fastral: %s on %s runs on the PyTorch reference (no compiled backend for it)", op, device_type)
     return "torch"
 
 
@@ -149,13 +168,16 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
     return backend
 
 
-def available_backends(device: str | torch.device = "cpu", op: str | None = None) -> dict[str, str]:
-    """For each backend, "" if it can run ``op`` (default: every op) on ``device`` here, else the reason why not.
+def available_backends(device: str | torch.device = "cpu", op: str | None = None) -> dict[str, BackendStatus]:
+    """For each backend, whether it can run ``op`` (default: every op) on ``device`` here: a
+    :class:`BackendStatus`, true when it can, else false with the reason why not.
 
     Example:
         >>> import fastral
-        >>> fastral.available_backends("cpu")["torch"]
-        ''
+        >>> bool(fastral.available_backends("cpu")["torch"])
+        True
+        >>> print(fastral.available_backends("cpu")["cuda"].reason)
+        backend 'cuda' runs on CUDA inputs only, got an input on cpu
     """
     dev = torch.device(device)
     ops = list(GPU_PREFERENCE) if op is None else [op]
@@ -164,7 +186,7 @@ def available_backends(device: str | torch.device = "cpu", op: str | None = None
         try:
             for each in ops:
                 _check_runs_on(name, each, dev)
-            out[name] = ""
+            out[name] = BackendStatus()
         except BackendUnavailableError as exc:
-            out[name] = str(exc)
+            out[name] = BackendStatus(str(exc))
     return out

@@ -222,7 +222,7 @@ def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict,
     run_info = {"wall_seconds": time.perf_counter() - started, "wall_seconds_all_attempts": runner.wall_seconds(),
                 "prepare_seconds": prepare_seconds,
                 "resumed": args.resume, "torch": torch.__version__, "python": platform.python_version(),
-                "ops_backends": {op: [b for b, why in available_backends(exp.device, op).items() if not why]
+                "ops_backends": {op: [b for b, status in available_backends(exp.device, op).items() if status]
                                  for op in ("region_stats", "kl_histogram", "bald")}, **runtime}  # fmt: skip
     timing = {phase: t.summary() for phase, t in runner.timers.items()}
     results = write_report(out, exp, runner.state, policies, run_info, timing, plots=not args.no_plots)

@@ -66,8 +66,9 @@ def _tile(HW, C: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, VEC
 
 
 @triton.jit
-def _sum_samples(x_ptr, offs, mask, valid, T, B, b, HW, C: tl.constexpr, SAMPLE_LAST: tl.constexpr,
-                 FROM_LOGITS: tl.constexpr):  # fmt: skip
+def _sum_samples(
+    x_ptr, offs, mask, valid, T, B, b, HW, C: tl.constexpr, SAMPLE_LAST: tl.constexpr, FROM_LOGITS: tl.constexpr
+):
     """``(sum_t p_t, sum_t H[p_t], flags)`` over the T samples of this program's pixels of image ``b``, from
     ``[T, B, C, H, W]`` scores or (SAMPLE_LAST) ``[B, C, H, W, T]`` ones."""
     sum_p = tl.zeros(offs.shape, dtype=tl.float32)
@@ -91,14 +92,16 @@ def _bald_stacked_kernel(
     bald_ptr,  # [B, H, W] float32
     entropy_ptr,  # [B, H, W] float32
     flags_ptr,  # [1] int32
-    T, B, HW,
+    T,
+    B,
+    HW,
     C: tl.constexpr,
     SAMPLE_LAST: tl.constexpr,
     FROM_LOGITS: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     VEC: tl.constexpr,
-):  # fmt: skip
+):
     b = tl.program_id(1)
     offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
     sum_p, sum_h, flags = _sum_samples(x_ptr, offs, mask, valid, T, B, b, HW, C, SAMPLE_LAST, FROM_LOGITS)
@@ -115,7 +118,9 @@ def _bald_update_kernel(
     sum_p_ptr,  # [B, C, H, W] float32, running sum of the probabilities
     sum_h_ptr,  # [B, H, W] float32, running sum of the pixel entropies
     flags_ptr,  # [1] int32
-    T, B, HW,
+    T,
+    B,
+    HW,
     C: tl.constexpr,
     SAMPLE_LAST: tl.constexpr,
     FROM_LOGITS: tl.constexpr,
@@ -123,7 +128,7 @@ def _bald_update_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     VEC: tl.constexpr,
-):  # fmt: skip
+):
     b = tl.program_id(1).to(tl.int64)
     offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
     p, h, flags = _sum_samples(x_ptr, offs, mask, valid, T, B, b, HW, C, SAMPLE_LAST, FROM_LOGITS)
@@ -143,12 +148,13 @@ def _bald_finalize_kernel(
     sum_h_ptr,  # [B, H, W] float32
     bald_ptr,  # [B, H, W] float32
     entropy_ptr,  # [B, H, W] float32
-    T, HW,
+    T,
+    HW,
     C: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
     VEC: tl.constexpr,
-):  # fmt: skip
+):
     b = tl.program_id(1).to(tl.int64)
     offs, mask, pix, valid = _tile(HW, C, BLOCK_C, BLOCK_P, VEC)
     sum_p = tl.load(sum_p_ptr + b * (C * HW) + offs, mask=mask, other=0.0)
@@ -162,35 +168,45 @@ def _grid(B: int, HW: int) -> tuple[int, int]:
     return triton.cdiv(HW, BLOCK_P), B
 
 
-def bald_stacked_triton(
+def bald_stacked(
     x: torch.Tensor, sample_last: bool, from_logits: bool, bald: torch.Tensor, entropy: torch.Tensor
 ) -> int:
     """BALD and predictive entropy ``[B, H, W]`` of T stacked samples, ``x [T, B, C, H, W]`` or (``sample_last``)
     ``[B, C, H, W, T]``, contiguous; returns the flags."""
-    T, B, C, H, W = _dims(x, sample_last)
-    flags = new_flags(x.device)
-    with device_guard(x):
-        _bald_stacked_kernel[_grid(B, H * W)](
-            x, bald, entropy, flags, T, B, H * W,
-            C=C, SAMPLE_LAST=sample_last, FROM_LOGITS=from_logits, BLOCK_C=triton.next_power_of_2(C),
-            BLOCK_P=BLOCK_P, VEC=VEC, num_warps=NUM_WARPS,
-        )  # fmt: skip
-    return int(flags.item())
+    return _launch_on_stack(_bald_stacked_kernel, x, sample_last, from_logits, bald, entropy)
 
 
-def bald_update_triton(
+def bald_update(
     x: torch.Tensor, sample_last: bool, from_logits: bool, first: bool, sum_p: torch.Tensor, sum_h: torch.Tensor
 ) -> int:
-    """Add the T samples of ``x`` (laid out as for :func:`bald_stacked_triton`) to ``sum_p [B, C, H, W]`` and
+    """Add the T samples of ``x`` (laid out as for :func:`bald_stacked`) to ``sum_p [B, C, H, W]`` and
     ``sum_h [B, H, W]`` (write them when ``first``); returns the flags."""
+    return _launch_on_stack(_bald_update_kernel, x, sample_last, from_logits, sum_p, sum_h, FIRST=first)
+
+
+def _launch_on_stack(kernel, x: torch.Tensor, sample_last: bool, from_logits: bool, out_a, out_b, **constants) -> int:
+    """Launch ``kernel`` (one program per image and block of pixels) on the stack ``x`` with its two outputs;
+    returns the flags."""
     T, B, C, H, W = _dims(x, sample_last)
     flags = new_flags(x.device)
     with device_guard(x):
-        _bald_update_kernel[_grid(B, H * W)](
-            x, sum_p, sum_h, flags, T, B, H * W,
-            C=C, SAMPLE_LAST=sample_last, FROM_LOGITS=from_logits, FIRST=first,
-            BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC, num_warps=NUM_WARPS,
-        )  # fmt: skip
+        kernel[_grid(B, H * W)](
+            x,
+            out_a,
+            out_b,
+            flags,
+            T,
+            B,
+            H * W,
+            C=C,
+            SAMPLE_LAST=sample_last,
+            FROM_LOGITS=from_logits,
+            BLOCK_C=triton.next_power_of_2(C),
+            BLOCK_P=BLOCK_P,
+            VEC=VEC,
+            num_warps=NUM_WARPS,
+            **constants,
+        )
     return int(flags.item())
 
 
@@ -201,14 +217,21 @@ def _dims(x: torch.Tensor, sample_last: bool) -> tuple[int, int, int, int, int]:
     return T, B, C, H, W
 
 
-def bald_finalize_triton(
-    sum_p: torch.Tensor, sum_h: torch.Tensor, T: int, bald: torch.Tensor, entropy: torch.Tensor
-) -> None:
+def bald_finalize(sum_p: torch.Tensor, sum_h: torch.Tensor, T: int, bald: torch.Tensor, entropy: torch.Tensor) -> None:
     """``entropy = H[sum_p / T]`` and ``bald = entropy - sum_h / T``, both ``[B, H, W]``."""
     B, C, H, W = sum_p.shape
     check_plane_size("bald", C * H * W)
     with device_guard(sum_p):
         _bald_finalize_kernel[_grid(B, H * W)](
-            sum_p, sum_h, bald, entropy, T, H * W,
-            C=C, BLOCK_C=triton.next_power_of_2(C), BLOCK_P=BLOCK_P, VEC=VEC, num_warps=NUM_WARPS,
-        )  # fmt: skip
+            sum_p,
+            sum_h,
+            bald,
+            entropy,
+            T,
+            H * W,
+            C=C,
+            BLOCK_C=triton.next_power_of_2(C),
+            BLOCK_P=BLOCK_P,
+            VEC=VEC,
+            num_warps=NUM_WARPS,
+        )

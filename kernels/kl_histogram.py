@@ -7,7 +7,7 @@ the same stream; the O(M N C) part is two Triton kernels over ``[BLOCK_M, BLOCK_
 
 - ``_kl_range_kernel`` (adaptive range only): per-row min and max over j;
 - ``_kl_histogram_kernel``: per-row bin counts, numpy's binning rules (``_bin_index`` mirrors
-  ``fastral.ops.kl_histogram.histogram_bins``) with the last bin closed and the +-0.5 widening of an empty range.
+  ``fastral.ops._reference.histogram_bins``) with the last bin closed and the +-0.5 widening of an empty range.
 
 Both compute the tile with the same helper ``_kl_tile``, so pass 2 sees bit-identical values to pass 1 and the
 row maximum lands in the last bin. Counts are a one-hot sum ``[BLOCK_M, BLOCK_N, BLOCK_BINS]`` reduced over the
@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fastral.ops.kl_histogram import normalize_distributions
+from fastral.ops._reference import normalize_distributions
 
 from ._common import device_guard
 
@@ -99,13 +99,14 @@ def _kl_range_kernel(
     lq_ptr,  # [N, KP] float32, log of normalised rows of q, zero-padded
     lo_ptr,  # [M] float32, +inf on entry: row minimum
     hi_ptr,  # [M] float32, -inf on entry: row maximum
-    M, N,
+    M,
+    N,
     SPLIT_N,  # columns per program along axis 1 (a multiple of BLOCK_N)
     KP: tl.constexpr,
     EXCLUDE_SELF: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
-):  # fmt: skip
+):
     rows, row_ok, p, a = _rows(p_ptr, a_ptr, M, KP, BLOCK_M)
     lo = tl.full([BLOCK_M], float("inf"), dtype=tl.float32)
     hi = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -126,13 +127,16 @@ def _kl_histogram_kernel(
     lo_ptr,  # [M] float32, histogram range per row (equal ends widen by 0.5)
     hi_ptr,  # [M] float32
     counts_ptr,  # [M, BINS] int32, zeros on entry
-    M, N, SPLIT_N, BINS,
+    M,
+    N,
+    SPLIT_N,
+    BINS,
     KP: tl.constexpr,
     EXCLUDE_SELF: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_BINS: tl.constexpr,
-):  # fmt: skip
+):
     rows, row_ok, p, a = _rows(p_ptr, a_ptr, M, KP, BLOCK_M)
     lo = tl.load(lo_ptr + rows, mask=row_ok, other=0.0)
     hi = tl.load(hi_ptr + rows, mask=row_ok, other=0.0)
@@ -169,7 +173,7 @@ def _column_split(m_blocks: int, n: int, device: torch.device) -> int:
     return triton.cdiv(n_tiles, splits) * BLOCK_N
 
 
-def kl_histogram_triton(
+def kl_histogram(
     p: torch.Tensor,
     q: torch.Tensor,
     bins: int,
@@ -201,12 +205,36 @@ def kl_histogram_triton(
     with device_guard(p):
         if range is None:
             _kl_range_kernel[grid](
-                pn, a, lq, lo, hi, M, N, split_n,
-                KP=kp, EXCLUDE_SELF=exclude_self, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=NUM_WARPS,
-            )  # fmt: skip
+                pn,
+                a,
+                lq,
+                lo,
+                hi,
+                M,
+                N,
+                split_n,
+                KP=kp,
+                EXCLUDE_SELF=exclude_self,
+                BLOCK_M=BLOCK_M,
+                BLOCK_N=BLOCK_N,
+                num_warps=NUM_WARPS,
+            )
         _kl_histogram_kernel[grid](
-            pn, a, lq, lo, hi, counts, M, N, split_n, bins,
-            KP=kp, EXCLUDE_SELF=exclude_self, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-            BLOCK_BINS=triton.next_power_of_2(bins), num_warps=NUM_WARPS,
-        )  # fmt: skip
+            pn,
+            a,
+            lq,
+            lo,
+            hi,
+            counts,
+            M,
+            N,
+            split_n,
+            bins,
+            KP=kp,
+            EXCLUDE_SELF=exclude_self,
+            BLOCK_M=BLOCK_M,
+            BLOCK_N=BLOCK_N,
+            BLOCK_BINS=triton.next_power_of_2(bins),
+            num_warps=NUM_WARPS,
+        )
     torch.div(counts, max(N - 1 if exclude_self else N, 1), out=out)

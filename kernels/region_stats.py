@@ -52,9 +52,17 @@ def _region_stats_kernel(
     pool_ptr,  # [R, 3, PH, PW] float32: min, mean, max
     mean_ptr,  # [R] float32
     flags_ptr,  # [1] int32
-    H, W, NY, NX,
-    RH, RW, PH, PW,
-    KH, KW, NWY,  # window size, and window rows including a partial last one: ceil(RH / KH)
+    H,
+    W,
+    NY,
+    NX,
+    RH,
+    RW,
+    PH,
+    PW,
+    KH,
+    KW,
+    NWY,  # window size, and window rows including a partial last one: ceil(RH / KH)
     C: tl.constexpr,
     FROM_LOGITS: tl.constexpr,
     HAS_MASK: tl.constexpr,
@@ -64,7 +72,7 @@ def _region_stats_kernel(
     BLOCK_NJ: tl.constexpr,
     BLOCK_KW: tl.constexpr,
     VEC: tl.constexpr,  # pixels per thread along W: the k axis is split [BLOCK_KW // VEC, VEC]
-):  # fmt: skip
+):
     r = tl.program_id(0)
     b = r // (NY * NX)
     iy = (r // NX) % NY
@@ -132,7 +140,7 @@ def _region_stats_kernel(
     _report_flags(flags_ptr, flags)
 
 
-def region_stats_triton(
+def region_stats(
     x: torch.Tensor,
     mask: torch.Tensor | None,
     region: tuple[int, int],
@@ -161,11 +169,32 @@ def region_stats_triton(
     flags = new_flags(x.device)
     with device_guard(x):
         _region_stats_kernel[(B * ny * nx,)](
-            x, ignore, counts, entropy_pool, entropy_mean, flags,
-            H, W, ny, nx, rh, rw, ph, pw, kh, kw, triton.cdiv(rh, kh),
-            C=C, FROM_LOGITS=from_logits, HAS_MASK=mask is not None,
-            BLOCK_C=triton.next_power_of_2(C), NUM_LABELS=triton.next_power_of_2(C + 1),
-            BLOCK_KH=block_kh, BLOCK_NJ=block_nj, BLOCK_KW=block_kw, VEC=min(PIXELS_PER_THREAD, block_kw),
+            x,
+            ignore,
+            counts,
+            entropy_pool,
+            entropy_mean,
+            flags,
+            H,
+            W,
+            ny,
+            nx,
+            rh,
+            rw,
+            ph,
+            pw,
+            kh,
+            kw,
+            triton.cdiv(rh, kh),
+            C=C,
+            FROM_LOGITS=from_logits,
+            HAS_MASK=mask is not None,
+            BLOCK_C=triton.next_power_of_2(C),
+            NUM_LABELS=triton.next_power_of_2(C + 1),
+            BLOCK_KH=block_kh,
+            BLOCK_NJ=block_nj,
+            BLOCK_KW=block_kw,
+            VEC=min(PIXELS_PER_THREAD, block_kw),
             num_warps=max(1, min(NUM_WARPS, tile // (32 * PIXELS_PER_THREAD))),
-        )  # fmt: skip
+        )
     return int(flags.item())

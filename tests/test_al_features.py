@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from conftest import backend_params
 
 from fastral import kl_histogram, region_stats
 from fastral.al.features import (
@@ -21,6 +20,7 @@ from fastral.al.features import (
     region_features,
 )
 from fastral.data.regions import RegionGrid
+from fastral.testing import backend_params
 
 VOID = 255
 # A differing row must be explained by a float64 KL value this close to one of its row's bin edges (relative to

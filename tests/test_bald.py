@@ -4,11 +4,20 @@ import numpy as np
 import pytest
 import scipy.special
 import torch
-from _helpers import DTYPES, assert_close, ignore_mask, logits, non_contiguous, probabilities
-from conftest import DEVICE, backend_params
 
 from fastral import BaldAccumulator, bald, reference_bald
 from fastral.ops._common import region_means
+from fastral.testing import (
+    DEVICE,
+    DTYPES,
+    TOLERANCE,
+    assert_close,
+    backend_params,
+    ignore_mask,
+    logits,
+    non_contiguous,
+    probabilities,
+)
 
 CASES = [  # (T, B, C, H, W)
     (20, 1, 19, 33, 47),
@@ -36,6 +45,7 @@ def streamed(x, from_logits, backend, region=None, mask=None):
     return acc.compute(region=region, ignore_mask=mask)
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("backend", backend_params("bald"))
 @pytest.mark.parametrize("case", CASES, ids=str)
 @pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
@@ -58,8 +68,8 @@ def test_matches_scipy_xlogy_formula(backend, rng):
     mean = probs.mean(0)
     entropy = -scipy.special.xlogy(mean, mean).sum(1)
     expected = entropy + scipy.special.xlogy(probs, probs).sum(2).mean(0)
-    np.testing.assert_allclose(torch.as_tensor(out.bald).cpu().numpy(), expected, atol=3e-5)
-    np.testing.assert_allclose(torch.as_tensor(out.entropy).cpu().numpy(), entropy, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(torch.as_tensor(out.bald).cpu().numpy(), expected, **TOLERANCE["bald"])
+    np.testing.assert_allclose(torch.as_tensor(out.entropy).cpu().numpy(), entropy, **TOLERANCE["entropy"])
 
 
 @pytest.mark.parametrize("backend", backend_params("bald"))
@@ -273,4 +283,4 @@ def test_numpy_in_numpy_out(rng):
         acc.update(sample)
     stream = acc.compute(region=3)
     assert isinstance(stream.region_bald, np.ndarray)
-    np.testing.assert_allclose(stream.region_bald, out.region_bald, atol=3e-5)
+    np.testing.assert_allclose(stream.region_bald, out.region_bald, **TOLERANCE["bald"])

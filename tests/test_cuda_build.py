@@ -51,25 +51,32 @@ def test_kernel_call_without_a_gpu_raises_a_clear_error():
     # Well-formed arguments reach the first CUDA call, which fails before any address is used.
     fake = 1 << 20
     with pytest.raises(RuntimeError, match=r"fastral\._C_cuda: cannot use CUDA device 0: "):
-        mod.bald_finalize(fake, fake, 2, 1, 3, 4, 4, fake, fake, 0, 0)
+        mod.bald_finalize((fake, fake, 2, 1, 3, 4, 4, fake, fake), 0, 0)
     with pytest.raises(RuntimeError, match=r"fastral\._C_cuda: cannot use CUDA device 0: "):
-        mod.region_stats(fake, 0, 1, 3, 8, 8, 0, 4, 4, 2, 2, True, fake, fake, fake, fake, 0, 0)
+        mod.region_stats((fake, 0, 1, 3, 8, 8, 0, 4, 4, 2, 2, True, fake, fake, fake), fake, 0, 0)
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda m: m.region_stats(256, 0, 1, 3, 8, 8, 0, 16, 4, 2, 2, True, 256, 256, 256, 256, 0, 0), "larger than"),
-        (lambda m: m.region_stats(256, 5, 1, 3, 8, 8, 0, 4, 4, 2, 2, True, 256, 256, 256, 256, 0, 0), "dtype code"),
-        (lambda m: m.region_stats(256, 0, 1, 3, 8, 8, 0, 4, 4, 8, 2, True, 256, 256, 256, 256, 0, 0), "more cells"),
-        (lambda m: m.bald_update(0, 0, 1, 3, 8, 8, True, True, 256, 256, 256, 0, 0), "'x' is null"),
-        (lambda m: m.bald_update(258, 0, 1, 3, 8, 8, True, True, 256, 256, 256, 0, 0), "'x' is not aligned"),
-        (lambda m: m.bald_finalize(256, 256, 0, 1, 3, 4, 4, 256, 256, 0, 0), "T must be >= 1"),
+        (lambda m: m.region_stats((256, 0, 1, 3, 8, 8, 0, 16, 4, 2, 2, True, 256, 256, 256), 256, 0, 0), "larger than"),
+        (lambda m: m.region_stats((256, 5, 1, 3, 8, 8, 0, 4, 4, 2, 2, True, 256, 256, 256), 256, 0, 0), "dtype code"),
+        (lambda m: m.region_stats((256, 0, 1, 3, 8, 8, 0, 4, 4, 8, 2, True, 256, 256, 256), 256, 0, 0), "more cells"),
+        (lambda m: m.bald_update((0, 0, 1, 1, 3, 8, 8, False, True, True, 256, 256), 256, 0, 0), "'x' is a null"),
         (
-            lambda m: m.kl_histogram(256, 2, 256, 3, 4, 8, True, 0, 0, True, 1e-7, 256, 256, 1 << 20, 0, 0),
+            lambda m: m.bald_update((258, 0, 1, 1, 3, 8, 8, False, True, True, 256, 256), 256, 0, 0),
+            "'x' is not aligned",
+        ),
+        (lambda m: m.bald_update((256, 0, 1, 1, 3, 8, 8, True, True, True, 256, 256), 256, 0, 0), "sample_last"),
+        (lambda m: m.bald_finalize((256, 256, 0, 1, 3, 4, 4, 256, 256), 0, 0), "T and C must be >= 1"),
+        (
+            lambda m: m.kl_histogram((256, 2, 256, 3, 4, 8, True, 0, 0, True, 1e-7, 256), 256, 1 << 20, 0, 0),
             "exclude_self",
         ),
-        (lambda m: m.kl_histogram(256, 2, 256, 3, 4, 8, False, 1, 1, False, 1e-7, 256, 256, 1 << 20, 0, 0), "lo < hi"),
+        (
+            lambda m: m.kl_histogram((256, 2, 256, 3, 4, 8, False, 1, 1, False, 1e-7, 256), 256, 1 << 20, 0, 0),
+            "lo < hi",
+        ),
         (lambda m: m.kl_histogram_workspace_bytes(2, 3, 4, 0), "bins must be >= 1"),
     ],
 )
@@ -99,4 +106,14 @@ def test_cuda_backend_refuses_cpu_inputs_with_the_reason():
 
 def test_launchers_exist_for_every_kernel():
     for name in KERNELS:
-        assert callable(getattr(_cuda, f"{name}_cuda")), name
+        assert callable(getattr(_cuda, name)), name
+
+
+def test_empty_calls_return_without_touching_the_gpu():
+    """The contract's edge cases are the CPU module's: an empty batch is a no-op, even without a usable GPU."""
+    mod = _cuda_module()
+    assert mod.region_stats((0, 0, 0, 3, 8, 8, 0, 4, 4, 2, 2, True, 0, 0, 0), 0, 0, 0) == 0
+    assert mod.bald_stacked((0, 0, 2, 0, 3, 4, 5, False, True, 0, 0), 0, 0, 0, 0, 0) == 0
+    assert mod.bald_update((0, 0, 1, 0, 3, 4, 5, False, True, True, 0, 0), 0, 0, 0) == 0
+    mod.bald_finalize((0, 0, 2, 0, 3, 4, 4, 0, 0), 0, 0)
+    mod.kl_histogram((0, 0, 0, 0, 3, 8, True, 0.0, 0.0, False, 1e-7, 0), 0, 0, 0, 0)

@@ -6,18 +6,19 @@ import textwrap
 
 import numpy as np
 import pytest
-import scipy.stats
 import torch
-from _helpers import assert_histogram_row_matches, non_contiguous
-from conftest import DEVICE, backend_params
 
 import fastral
 from fastral import kl_histogram, reference_kl_histogram
-
-EPS = 1e-7
-# Rounding of a float32 KL value (|KL| <~ 20 with eps = 1e-7, C <= 20 terms), doubled because the adaptive
-# range's edges move with the rounding of the row's min and max. The float64 reference gets 1e-9.
-DELTA = {"float32": 4e-5, "float64": 1e-9}
+from fastral.testing import (
+    DEVICE,
+    KL_DELTA,
+    assert_histogram_row_matches,
+    backend_params,
+    check_kl_histogram_against_scipy,
+    non_contiguous,
+    scipy_kl_rows,
+)
 
 
 def distributions(rows, C, rng, zero_fraction=0.3, dtype=torch.float32):
@@ -32,28 +33,6 @@ def distributions(rows, C, rng, zero_fraction=0.3, dtype=torch.float32):
     return x.to(dtype)
 
 
-def scipy_kl_rows(p, q, exclude_self=False):
-    """KL(p_i || q_j) for every j, row by row, exactly as scipy.stats.entropy computes it (float64)."""
-    p = np.maximum(p.reshape(-1, p.shape[-1]).double().numpy(), EPS)
-    q = np.maximum(q.double().numpy(), EPS)
-    rows = []
-    for i, pi in enumerate(p):
-        kl = scipy.stats.entropy(pi[None, :], q, axis=1)
-        rows.append(np.delete(kl, i) if exclude_self else kl)
-    return rows
-
-
-def check_against_scipy(hist, p, q, bins, value_range, exclude_self, delta):
-    hist = torch.as_tensor(hist).cpu().double().reshape(-1, bins).numpy()
-    rows = scipy_kl_rows(p, q, exclude_self)
-    assert hist.shape[0] == len(rows)
-    ambiguous = 0
-    for i, (h, kl) in enumerate(zip(hist, rows, strict=True)):
-        ambiguous += assert_histogram_row_matches(h, kl, bins, value_range, len(kl), delta, f"row {i}")
-    total = sum(len(kl) for kl in rows)
-    assert ambiguous <= max(2, 0.02 * total), f"{ambiguous} of {total} KL values lie within {delta} of a bin edge"
-
-
 CASES = [  # (p rows (or (K, M)), N, C, bins, range, exclude_self)
     (37, 53, 11, 32, None, False),
     ((3, 17), 51, 19, 32, None, True),  # K = 3 pools against their union, self excluded
@@ -65,6 +44,7 @@ CASES = [  # (p rows (or (K, M)), N, C, bins, range, exclude_self)
 ]
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("backend", backend_params("kl_histogram"))
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_scipy_and_numpy(backend, case, rng):
@@ -74,16 +54,16 @@ def test_matches_scipy_and_numpy(backend, case, rng):
     q = distributions(N, C, rng)
     out = kl_histogram(p.to(DEVICE), q.to(DEVICE), bins, value_range, exclude_self, backend=backend)
     assert tuple(out.shape) == (*shape, bins)
-    check_against_scipy(out, p, q, bins, value_range, exclude_self, DELTA["float32"])
+    check_kl_histogram_against_scipy(out, p, q, bins, value_range, exclude_self, KL_DELTA["float32"])
     ref = reference_kl_histogram(p.double(), q.double(), bins, value_range, exclude_self)
-    check_against_scipy(ref, p, q, bins, value_range, exclude_self, DELTA["float64"])
+    check_kl_histogram_against_scipy(ref, p, q, bins, value_range, exclude_self, KL_DELTA["float64"])
 
 
 @pytest.mark.parametrize("backend", backend_params("kl_histogram", fast_only=True))
 def test_larger_pool_matches_scipy(backend, rng):
     p, q = distributions(300, 20, rng), distributions(1000, 20, rng)
     out = kl_histogram(p.to(DEVICE), q.to(DEVICE), 32, backend=backend)
-    check_against_scipy(out, p, q, 32, None, False, DELTA["float32"])
+    check_kl_histogram_against_scipy(out, p, q, 32, None, False, KL_DELTA["float32"])
 
 
 @pytest.mark.parametrize("backend", backend_params("kl_histogram", fast_only=True))
@@ -96,15 +76,15 @@ def test_many_bins_match_scipy(backend, exclude_self, rng):
     out = kl_histogram(p.to(DEVICE), q.to(DEVICE), 20_000, exclude_self=exclude_self, backend=backend)
     hist = torch.as_tensor(out).cpu().double().numpy()
     for i, (h, kl) in enumerate(zip(hist, scipy_kl_rows(p, q, exclude_self), strict=True)):
-        assert_histogram_row_matches(h, kl, 20_000, None, len(kl), DELTA["float32"], f"row {i}")
+        assert_histogram_row_matches(h, kl, 20_000, None, len(kl), KL_DELTA["float32"], f"row {i}")
 
 
 def test_working_memory_of_a_million_bins_stays_near_the_output():
     """bins = 10**6 for one row: the output is 3.8 MiB; the cpp kernel once kept 96 rows of counters per thread
     (+370 MiB). Measured in a fresh process: ru_maxrss is a high-water mark."""
-    why_not = fastral.available_backends(torch.device("cpu"), "kl_histogram")["cpp"]
-    if why_not:
-        pytest.skip(why_not)
+    cpp = fastral.available_backends(torch.device("cpu"), "kl_histogram")["cpp"]
+    if not cpp:
+        pytest.skip(cpp.reason)
     script = textwrap.dedent("""
         import resource, numpy as np, fastral
         rng = np.random.default_rng(0)
@@ -123,14 +103,14 @@ def test_working_memory_of_a_million_bins_stays_near_the_output():
 def test_other_float_dtypes(backend, dtype, rng):
     p, q = distributions(20, 19, rng, dtype=dtype), distributions(45, 19, rng, dtype=dtype)
     out = kl_histogram(p.to(DEVICE), q.to(DEVICE), 16, backend=backend)
-    check_against_scipy(out, p, q, 16, None, False, DELTA["float32"])
+    check_kl_histogram_against_scipy(out, p, q, 16, None, False, KL_DELTA["float32"])
 
 
 @pytest.mark.parametrize("backend", backend_params("kl_histogram"))
 def test_non_contiguous_inputs(backend, rng):
     p, q = distributions(23, 12, rng), distributions(31, 12, rng)
     out = kl_histogram(non_contiguous(p.to(DEVICE)), q.to(DEVICE).T.contiguous().T, 10, backend=backend)
-    check_against_scipy(out, p, q, 10, None, False, DELTA["float32"])
+    check_kl_histogram_against_scipy(out, p, q, 10, None, False, KL_DELTA["float32"])
 
 
 @pytest.mark.parametrize("backend", backend_params("kl_histogram"))

@@ -162,8 +162,8 @@ def test_checkpoint_of_fastral_0_1_still_loads():
     """A checkpoint written before the backbone took torchvision's parameter names gives the same logits."""
     model, extra = load_checkpoint(DATA / "semantic_fpn_v0.1_tiny.pt")
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # the input saved with it
-    with torch.no_grad():
-        assert torch.equal(model.eval()(x), extra["logits"])
+    with torch.no_grad():  # not bit-equal: convolutions round differently on another CPU (AVX2 vs AVX-512)
+        torch.testing.assert_close(model.eval()(x), extra["logits"], rtol=1e-5, atol=1e-4)
 
 
 def torchvision_state_dict(depth: int, seed: int = 0) -> dict:

@@ -4,11 +4,21 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
-from _helpers import DTYPES, assert_close, assert_equal, ignore_mask, logits, non_contiguous, probabilities
-from conftest import DEVICE, backend_params
 
 import fastral
 from fastral import reference_region_stats, region_stats
+from fastral.testing import (
+    DEVICE,
+    DTYPES,
+    TOLERANCE,
+    assert_close,
+    assert_equal,
+    backend_params,
+    ignore_mask,
+    logits,
+    non_contiguous,
+    probabilities,
+)
 
 # (B, C, H, W, region (rh, rw), pool (ph, pw)): odd sizes, remainders, 1x1 regions, C = 1, 2, 11, 19, 20.
 SMALL_CASES = [
@@ -35,6 +45,7 @@ def check_against_reference(x, region, pool, from_logits, mask, backend, name="r
     return out
 
 
+@pytest.mark.sanitizer
 @pytest.mark.parametrize("backend", backend_params("region_stats"))
 @pytest.mark.parametrize("case", SMALL_CASES, ids=str)
 @pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
@@ -183,10 +194,10 @@ def test_entropy_matches_scipy(backend, rng):
     out = region_stats(p.float().to(DEVICE), (6, 5), (1, 1), from_logits=False, backend=backend)
     pixel_h = scipy.stats.entropy(p[0].float().double().numpy(), axis=0)  # [H, W], normalises like fastral
     expected = pixel_h.reshape(2, 6, 2, 5).mean((1, 3)).reshape(-1)
-    np.testing.assert_allclose(torch.as_tensor(out.entropy_mean).cpu().numpy(), expected, rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(torch.as_tensor(out.entropy_mean).cpu().numpy(), expected, **TOLERANCE["entropy"])
 
 
-@pytest.mark.skipif(DEVICE.type != "cpu" or bool(fastral.available_backends()["cpp"]), reason="needs the cpp backend")
+@pytest.mark.skipif(DEVICE.type != "cpu" or not fastral.available_backends()["cpp"], reason="needs the cpp backend")
 def test_cpp_thread_count_independence(rng):
     x = logits((2, 19, 180, 240), rng)
     mask = ignore_mask((2, 180, 240), rng)
@@ -199,8 +210,8 @@ def test_cpp_thread_count_independence(rng):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(runs[0].counts, runs[1].counts)
-    torch.testing.assert_close(runs[0].entropy_pool, runs[1].entropy_pool, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(runs[0].entropy_mean, runs[1].entropy_mean, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(runs[0].entropy_pool, runs[1].entropy_pool, **TOLERANCE["rerun"])
+    torch.testing.assert_close(runs[0].entropy_mean, runs[1].entropy_mean, **TOLERANCE["rerun"])
 
 
 BAD_ARGUMENTS = [

@@ -15,15 +15,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import assert_close, assert_equal, assert_histogram_row_matches, ignore_mask, logits, probabilities
-from conftest import DEVICE
 
 import fastral
 from fastral import reference_bald, reference_kl_histogram, reference_region_stats
+from fastral.testing import (
+    DEVICE,
+    assert_close,
+    assert_equal,
+    assert_histogram_row_matches,
+    ignore_mask,
+    logits,
+    probabilities,
+)
 
-UNAVAILABLE = fastral.available_backends(DEVICE)["triton"]
-pytestmark = pytest.mark.skipif(bool(UNAVAILABLE), reason=UNAVAILABLE)
-if not UNAVAILABLE:
+TRITON = fastral.available_backends(DEVICE)["triton"]
+pytestmark = pytest.mark.skipif(not TRITON, reason=TRITON.reason)
+if TRITON:
     import triton
     from fastral.kernels import bald as bald_kernels
     from fastral.kernels import kl_histogram as kl_kernels
@@ -47,7 +54,7 @@ def run_region_stats(x, mask, region, pool, from_logits):
     pool_out = torch.full((R, 3, *pool), NAN, device=DEVICE)
     mean = torch.full((R,), NAN, device=DEVICE)
     m = None if mask is None else mask.to(DEVICE)
-    flags = rs_kernels.region_stats_triton(x.to(DEVICE), m, region, pool, from_logits, counts, pool_out, mean)
+    flags = rs_kernels.region_stats(x.to(DEVICE), m, region, pool, from_logits, counts, pool_out, mean)
     return counts, pool_out, mean, flags
 
 
@@ -130,25 +137,25 @@ def test_bald_stacked_and_streaming(case, rng):
     ref_bald, ref_entropy = reference_bald(x.cpu().double(), from_logits)
     bald = torch.full((B, H, W), NAN, device=DEVICE)
     entropy = torch.full((B, H, W), NAN, device=DEVICE)
-    assert bald_kernels.bald_stacked_triton(x, False, from_logits, bald, entropy) == 0
+    assert bald_kernels.bald_stacked(x, False, from_logits, bald, entropy) == 0
     assert_close(bald, ref_bald, "bald", "stacked bald")
     assert_close(entropy, ref_entropy, "entropy", "stacked entropy")
     baal_layout = x.permute(1, 2, 3, 4, 0).contiguous()
     bald.fill_(NAN)
-    assert bald_kernels.bald_stacked_triton(baal_layout, True, from_logits, bald, entropy) == 0
+    assert bald_kernels.bald_stacked(baal_layout, True, from_logits, bald, entropy) == 0
     assert_close(bald, ref_bald, "bald", "stacked bald, sample_last")
 
     sum_p = torch.full((B, C, H, W), NAN, device=DEVICE)
     sum_h = torch.full((B, H, W), NAN, device=DEVICE)
     first = baal_layout[..., :1].contiguous()
-    assert bald_kernels.bald_update_triton(first, True, from_logits, True, sum_p, sum_h) == 0
+    assert bald_kernels.bald_update(first, True, from_logits, True, sum_p, sum_h) == 0
     if T > 1:
-        assert bald_kernels.bald_update_triton(x[1:], False, from_logits, False, sum_p, sum_h) == 0
+        assert bald_kernels.bald_update(x[1:], False, from_logits, False, sum_p, sum_h) == 0
     probs = torch.softmax(x.cpu().double(), 2) if from_logits else x.cpu().double() / x.cpu().double().sum(2, True)
     assert_close(sum_p, probs.sum(0), "probability", "sum_p")
     bald.fill_(NAN)
     entropy.fill_(NAN)
-    bald_kernels.bald_finalize_triton(sum_p, sum_h, T, bald, entropy)
+    bald_kernels.bald_finalize(sum_p, sum_h, T, bald, entropy)
     assert_close(bald, ref_bald, "bald", "streamed bald")
     assert_close(entropy, ref_entropy, "entropy", "streamed entropy")
 
@@ -158,12 +165,12 @@ def test_bald_flags():
     p = torch.rand(3, 2, 4, 5, 7, device=DEVICE)
     p[2, 1, 0, 4, 6] = -1.0
     p[0, 0, :, 0, 0] = 0.0
-    assert bald_kernels.bald_stacked_triton(p, False, False, out, out.clone()) == 2 | 4
+    assert bald_kernels.bald_stacked(p, False, False, out, out.clone()) == 2 | 4
     sum_p, sum_h = torch.empty(2, 4, 5, 7, device=DEVICE), torch.empty(2, 5, 7, device=DEVICE)
-    assert bald_kernels.bald_update_triton(p[:1], False, False, True, sum_p, sum_h) == 4
+    assert bald_kernels.bald_update(p[:1], False, False, True, sum_p, sum_h) == 4
     z = torch.randn(2, 4, 5, 7, device=DEVICE)
     z[1, 3, 2, 2] = math.inf
-    assert bald_kernels.bald_update_triton(z[None], False, True, False, sum_p, sum_h) == 1
+    assert bald_kernels.bald_update(z[None], False, True, False, sum_p, sum_h) == 1
 
 
 def kl_values(p, q, exclude_self, eps=1e-7):
@@ -192,7 +199,7 @@ def test_kl_histogram_tiling(case, rng):
     m_blocks = math.ceil(M / kl_kernels.BLOCK_M)
     assert kl_kernels._column_split(m_blocks, N, DEVICE) < N  # the column split is exercised
     out = torch.full((M, bins), NAN, device=DEVICE)
-    kl_kernels.kl_histogram_triton(p.to(DEVICE), q.to(DEVICE), bins, value_range, exclude_self, 1e-7, out)
+    kl_kernels.kl_histogram(p.to(DEVICE), q.to(DEVICE), bins, value_range, exclude_self, 1e-7, out)
     out = out.cpu()
     n = N - 1 if exclude_self else N
     ambiguous = 0
@@ -200,7 +207,7 @@ def test_kl_histogram_tiling(case, rng):
         ambiguous += assert_histogram_row_matches(out[i].numpy(), row, bins, value_range, n, 4e-5, f"row {i}")
     assert ambiguous <= max(2, 0.02 * M * n)
     again = torch.full((M, bins), NAN, device=DEVICE)
-    kl_kernels.kl_histogram_triton(p.to(DEVICE), q.to(DEVICE), bins, value_range, exclude_self, 1e-7, again)
+    kl_kernels.kl_histogram(p.to(DEVICE), q.to(DEVICE), bins, value_range, exclude_self, 1e-7, again)
     assert torch.equal(out, again.cpu())  # integer atomics and float min/max: order-independent
 
 
@@ -209,13 +216,13 @@ def test_kl_histogram_matches_float32_reference(rng):
     a value within rounding of an edge."""
     p, q = torch.rand(20, 6, generator=rng), torch.rand(90, 6, generator=rng)
     out = torch.full((20, 8), NAN, device=DEVICE)
-    kl_kernels.kl_histogram_triton(p.to(DEVICE), q.to(DEVICE), 8, None, False, 1e-7, out)
+    kl_kernels.kl_histogram(p.to(DEVICE), q.to(DEVICE), 8, None, False, 1e-7, out)
     moved = (out.cpu() - reference_kl_histogram(p, q, 8)).abs().sum() * 90 / 2
     assert moved <= 2, f"{moved} values changed bins against the float32 reference"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(UNAVAILABLE) or not PTXAS.exists(), reason="this Triton build ships no NVIDIA backend")
+@pytest.mark.skipif(not TRITON or not PTXAS.exists(), reason="this Triton build ships no NVIDIA backend")
 def test_kernels_compile_for_sm90_without_spills():
     """The kernels as the GPU sees them: compiled by Triton for sm_90 (no GPU needed), no register spills."""
     check = Path(__file__).with_name("triton_compile_check.py")

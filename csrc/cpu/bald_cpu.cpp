@@ -108,7 +108,7 @@ int accumulate(const T* x, const Layout& L, int64_t T_, int64_t b, int64_t begin
 }
 
 template <bool kFromLogits, class T>
-int stacked(const BaldStackedArgs& a, const T* x) {
+int stacked(const Cpu<BaldStackedArgs>& a, const T* x) {
   const int64_t plane = a.H * a.W;
   const Scratch s(a.nthreads, a.T, a.C, a.sample_last);
   const Layout L = layout_of(a.T, a.B, a.C, plane, a.sample_last);
@@ -126,7 +126,7 @@ int stacked(const BaldStackedArgs& a, const T* x) {
 }
 
 template <bool kFromLogits, class T>
-int update(const BaldUpdateArgs& a, const T* x) {
+int update(const Cpu<BaldUpdateArgs>& a, const T* x) {
   const int64_t C = a.C, plane = a.H * a.W;
   const Scratch s(a.nthreads, a.T, C, a.sample_last);
   const Layout L = layout_of(a.T, a.B, C, plane, a.sample_last);
@@ -151,19 +151,19 @@ int update(const BaldUpdateArgs& a, const T* x) {
 
 }  // namespace
 
-int bald_stacked(const BaldStackedArgs& args) {
+int bald_stacked(const Cpu<BaldStackedArgs>& args) {
   return with_dtype(args.dtype, args.x, [&](const auto* x) {
     return args.from_logits ? stacked<true>(args, x) : stacked<false>(args, x);
   });
 }
 
-int bald_update(const BaldUpdateArgs& args) {
+int bald_update(const Cpu<BaldUpdateArgs>& args) {
   return with_dtype(args.dtype, args.x, [&](const auto* x) {
     return args.from_logits ? update<true>(args, x) : update<false>(args, x);
   });
 }
 
-void bald_finalize(const BaldFinalizeArgs& a) {
+void bald_finalize(const Cpu<BaldFinalizeArgs>& a) {
   const int64_t C = a.C, plane = a.H * a.W;
   const int64_t P = tile_pixels(C);
   Buffer<float> tiles(a.nthreads * C * P);

@@ -6,17 +6,21 @@
 // can run is also reachable as a submodule (fastral._C.generic.region_stats, ...) so tests can compare them.
 // _C.isa() names the picked ISA and _C.isas lists the runnable ones.
 //
-// Python (fastral/ops/*.py) validates every argument and owns all memory; the checks here are defence in depth so
-// a bad call raises ValueError instead of crashing. Every call releases the GIL.
+// Every kernel takes the tuple of its contract's arguments (csrc/contract.h; fastral/ops/_compiled.py builds it)
+// and the OpenMP thread count: kernel(args, nthreads). The arguments are checked first (check_args: a bad call
+// raises ValueError instead of crashing); an empty problem returns without running a kernel. Kernels run without
+// the GIL.
 #include <pybind11/pybind11.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "../bind.h"
 #include "kernels.h"
 
 namespace py = pybind11;
@@ -32,15 +36,20 @@ namespace {
 
 struct Kernels {
   const char* isa;
-  int (*region_stats)(const RegionStatsArgs&);
-  void (*kl_histogram)(const KlHistogramArgs&);
-  int (*bald_stacked)(const BaldStackedArgs&);
-  int (*bald_update)(const BaldUpdateArgs&);
-  void (*bald_finalize)(const BaldFinalizeArgs&);
+  int (*region_stats)(const Cpu<RegionStatsArgs>&);
+  void (*kl_histogram)(const Cpu<KlHistogramArgs>&);
+  int (*bald_stacked)(const Cpu<BaldStackedArgs>&);
+  int (*bald_update)(const Cpu<BaldUpdateArgs>&);
+  void (*bald_finalize)(const Cpu<BaldFinalizeArgs>&);
+  void (*simd_exp)(const float*, float*, int64_t);
+  void (*simd_log)(const float*, float*, int64_t);
 };
 
 #define FASTRAL_KERNELS(ns) \
-  Kernels { #ns, &ns::region_stats, &ns::kl_histogram, &ns::bald_stacked, &ns::bald_update, &ns::bald_finalize }
+  Kernels {                                                                                                  \
+    #ns, &ns::region_stats, &ns::kl_histogram, &ns::bald_stacked, &ns::bald_update, &ns::bald_finalize,     \
+        &ns::simd_exp, &ns::simd_log                                                                         \
+  }
 
 // The ISAs this CPU runs, best last.
 std::vector<Kernels> runnable_isas() {
@@ -66,144 +75,38 @@ Kernels pick_isa(const std::vector<Kernels>& runnable) {
                            names + ")");
 }
 
-void check(bool ok, const char* op, const std::string& what) {
-  if (!ok) throw std::invalid_argument(std::string("fastral._C.") + op + ": " + what);
+// Binds kernel `name`: reads and checks its arguments with the GIL held, then runs it (when there is work) without.
+template <class Args, class Result>
+void bind_kernel(py::module_& m, const char* name, Result (*kernel)(const Cpu<Args>&)) {
+  m.def(
+      name,
+      [name, kernel](const py::tuple& args, int nthreads) -> Result {
+        const Check c{"fastral._C", name};
+        Args a{};
+        const int64_t outputs = bind::read_args(c, args, a);
+        c(nthreads >= 1, "nthreads must be >= 1, got " + std::to_string(nthreads));
+        py::gil_scoped_release release;
+        if constexpr (std::is_void_v<Result>) {
+          if (outputs) kernel(Cpu<Args>(a, nthreads));
+        } else {
+          return outputs ? kernel(Cpu<Args>(a, nthreads)) : 0;
+        }
+      },
+      py::arg("args"), py::arg("nthreads"));
 }
 
-// Product of non-negative sizes; raises if it overflows int64.
-int64_t numel(const char* op, std::initializer_list<int64_t> dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) {
-    check(d >= 0, op, "sizes must be non-negative, got " + std::to_string(d));
-    check(!__builtin_mul_overflow(n, d, &n), op, "the buffer size overflows int64");
+void bind_isa(py::module_& m, const Kernels k) {
+  bind_kernel(m, "region_stats", k.region_stats);
+  bind_kernel(m, "kl_histogram", k.kl_histogram);
+  bind_kernel(m, "bald_stacked", k.bald_stacked);
+  bind_kernel(m, "bald_update", k.bald_update);
+  bind_kernel(m, "bald_finalize", k.bald_finalize);
+  // Test hooks: simd_math.h's exp and log over n float32 values (tests/test_simd_math.py).
+  for (auto [name, f] : {std::pair{"_simd_exp", k.simd_exp}, std::pair{"_simd_log", k.simd_log}}) {
+    m.def(name, [f = f](uintptr_t x, uintptr_t out, int64_t n) {
+      f(reinterpret_cast<const float*>(x), reinterpret_cast<float*>(out), n);
+    });
   }
-  return n;
-}
-
-template <class T>
-T* pointer(const char* op, const char* name, uintptr_t address, int64_t count) {
-  check(count == 0 || address != 0, op, std::string("argument '") + name + "' is a null pointer");
-  return reinterpret_cast<T*>(address);
-}
-
-Dtype dtype_of(const char* op, int code) {
-  check(code >= 0 && code <= 2, op,
-        "unknown dtype code " + std::to_string(code) + " (0 float32, 1 float16, 2 bfloat16)");
-  return static_cast<Dtype>(code);
-}
-
-void check_threads(const char* op, int nthreads) {
-  check(nthreads >= 1, op, "nthreads must be >= 1, got " + std::to_string(nthreads));
-}
-
-void bind(py::module_& m, const Kernels k) {
-  using Release = py::call_guard<py::gil_scoped_release>;
-
-  m.def(
-      "region_stats",
-      [k](uintptr_t x, int dtype, int64_t B, int64_t C, int64_t H, int64_t W, uintptr_t mask, int64_t rh,
-          int64_t rw, int64_t ph, int64_t pw, bool from_logits, uintptr_t counts, uintptr_t pool, uintptr_t mean,
-          int nthreads) {
-        const char* op = "region_stats";
-        RegionStatsArgs a{};
-        a.dtype = dtype_of(op, dtype);
-        const int64_t n = numel(op, {B, C, H, W});
-        check(C >= 1 && H >= 1 && W >= 1, op, "C, H and W must be >= 1");
-        check(rh >= 1 && rh <= H && rw >= 1 && rw <= W, op, "the region must fit in the image");
-        check(ph >= 1 && ph <= rh && pw >= 1 && pw <= rw, op, "pool must be >= 1 and at most the region size");
-        check_threads(op, nthreads);
-        const int64_t R = numel(op, {B, H / rh, W / rw});
-        a.x = pointer<const void>(op, "x", x, n);
-        a.B = B, a.C = C, a.H = H, a.W = W;
-        a.mask = reinterpret_cast<const uint8_t*>(mask);
-        a.rh = rh, a.rw = rw, a.ph = ph, a.pw = pw;
-        a.from_logits = from_logits;
-        a.counts = pointer<int32_t>(op, "counts", counts, numel(op, {R, C}));
-        a.pool = pointer<float>(op, "pool", pool, numel(op, {R, 3, ph, pw}));
-        a.mean = pointer<float>(op, "mean", mean, R);
-        a.nthreads = nthreads;
-        return R == 0 ? 0 : k.region_stats(a);
-      },
-      Release());
-
-  m.def(
-      "kl_histogram",
-      [k](uintptr_t p, int64_t M, uintptr_t q, int64_t N, int64_t C, int64_t bins, bool adaptive, double lo,
-          double hi, bool exclude_self, double eps, uintptr_t out, int nthreads) {
-        const char* op = "kl_histogram";
-        KlHistogramArgs a{};
-        check(C >= 1, op, "C must be >= 1");
-        check(bins >= 1, op, "bins must be >= 1");
-        check(adaptive || (std::isfinite(lo) && std::isfinite(hi) && lo < hi), op, "range must be finite, lo < hi");
-        check(std::isfinite(eps) && eps > 0, op, "eps must be positive and finite");
-        check(!exclude_self || M == N, op, "exclude_self needs M == N");
-        check(N < INT32_MAX && M < INT32_MAX, op, "M and N must be below 2^31");
-        check_threads(op, nthreads);
-        a.p = pointer<const float>(op, "p", p, numel(op, {M, C}));
-        a.q = pointer<const float>(op, "q", q, numel(op, {N, C}));
-        a.out = pointer<float>(op, "out", out, numel(op, {M, bins}));
-        a.M = M, a.N = N, a.C = C, a.bins = bins;
-        a.adaptive = adaptive, a.lo = lo, a.hi = hi, a.exclude_self = exclude_self, a.eps = eps;
-        a.nthreads = nthreads;
-        k.kl_histogram(a);
-      },
-      Release());
-
-  m.def(
-      "bald_stacked",
-      [k](uintptr_t x, int dtype, int64_t T, int64_t B, int64_t C, int64_t H, int64_t W, bool sample_last,
-          bool from_logits, uintptr_t bald, uintptr_t entropy, int nthreads) {
-        const char* op = "bald_stacked";
-        BaldStackedArgs a{};
-        a.dtype = dtype_of(op, dtype);
-        check(T >= 1 && C >= 1, op, "T and C must be >= 1");
-        check_threads(op, nthreads);
-        a.x = pointer<const void>(op, "x", x, numel(op, {T, B, C, H, W}));
-        const int64_t pixels = numel(op, {B, H, W});
-        a.bald = pointer<float>(op, "bald", bald, pixels);
-        a.entropy = pointer<float>(op, "entropy", entropy, pixels);
-        a.T = T, a.B = B, a.C = C, a.H = H, a.W = W, a.sample_last = sample_last, a.from_logits = from_logits;
-        a.nthreads = nthreads;
-        return pixels == 0 ? 0 : k.bald_stacked(a);
-      },
-      Release());
-
-  m.def(
-      "bald_update",
-      [k](uintptr_t x, int dtype, int64_t T, int64_t B, int64_t C, int64_t H, int64_t W, bool sample_last,
-          bool from_logits, bool first, uintptr_t sum_p, uintptr_t sum_h, int nthreads) {
-        const char* op = "bald_update";
-        BaldUpdateArgs a{};
-        a.dtype = dtype_of(op, dtype);
-        check(T >= 1 && C >= 1, op, "T and C must be >= 1");
-        check_threads(op, nthreads);
-        const int64_t n = numel(op, {B, C, H, W});
-        a.x = pointer<const void>(op, "x", x, numel(op, {T, B, C, H, W}));
-        a.sum_p = pointer<float>(op, "sum_p", sum_p, n);
-        a.sum_h = pointer<float>(op, "sum_h", sum_h, numel(op, {B, H, W}));
-        a.T = T, a.B = B, a.C = C, a.H = H, a.W = W, a.sample_last = sample_last, a.from_logits = from_logits;
-        a.first = first, a.nthreads = nthreads;
-        return n == 0 ? 0 : k.bald_update(a);
-      },
-      Release());
-
-  m.def(
-      "bald_finalize",
-      [k](uintptr_t sum_p, uintptr_t sum_h, int64_t T, int64_t B, int64_t C, int64_t H, int64_t W, uintptr_t bald,
-          uintptr_t entropy, int nthreads) {
-        const char* op = "bald_finalize";
-        BaldFinalizeArgs a{};
-        check(T >= 1 && C >= 1, op, "T and C must be >= 1");
-        check_threads(op, nthreads);
-        a.sum_p = pointer<const float>(op, "sum_p", sum_p, numel(op, {B, C, H, W}));
-        const int64_t pixels = numel(op, {B, H, W});
-        a.sum_h = pointer<const float>(op, "sum_h", sum_h, pixels);
-        a.bald = pointer<float>(op, "bald", bald, pixels);
-        a.entropy = pointer<float>(op, "entropy", entropy, pixels);
-        a.T = T, a.B = B, a.C = C, a.H = H, a.W = W, a.nthreads = nthreads;
-        if (pixels != 0) k.bald_finalize(a);
-      },
-      Release());
 }
 
 }  // namespace
@@ -214,11 +117,12 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "fastral's CPU kernels (OpenMP, vectorised) over raw buffers; see fastral/ops/*.py";
   const std::vector<Kernels> runnable = runnable_isas();
   const Kernels picked = pick_isa(runnable);
-  bind(m, picked);
+  bind_isa(m, picked);
+  bind::export_contract(m);
   py::tuple names(runnable.size());
   for (size_t i = 0; i < runnable.size(); ++i) {
     py::module_ sub = m.def_submodule(runnable[i].isa, "the CPU kernels built for one instruction set");
-    bind(sub, runnable[i]);
+    bind_isa(sub, runnable[i]);
     names[i] = runnable[i].isa;
   }
   m.attr("isas") = names;

@@ -119,7 +119,7 @@ FASTRAL_INLINE float normalise_row(const float* in, int64_t C, float eps, float*
 
 }  // namespace
 
-void kl_histogram(const KlHistogramArgs& a) {
+void kl_histogram(const Cpu<KlHistogramArgs>& a) {
   const int64_t M = a.M, N = a.N, C = a.C, bins = a.bins;
   const int64_t kept = a.exclude_self ? N - 1 : N;
   if (M == 0) return;

@@ -94,7 +94,7 @@ void fold(const float* entropy, const int32_t* label, int64_t n, vi ignored, Lan
 }
 
 template <bool kFromLogits, class T>
-int run(const RegionStatsArgs& a, const T* x) {
+int run(const Cpu<RegionStatsArgs>& a, const T* x) {
   const int64_t C = a.C, H = a.H, W = a.W, rh = a.rh, rw = a.rw, ph = a.ph, pw = a.pw;
   const int64_t ny = H / rh, nx = W / rw, R = a.B * ny * nx;
   const int64_t kh = rh / ph, kw = rw / pw, width = nx * rw, plane = H * W;
@@ -196,7 +196,7 @@ int run(const RegionStatsArgs& a, const T* x) {
 
 }  // namespace
 
-int region_stats(const RegionStatsArgs& args) {
+int region_stats(const Cpu<RegionStatsArgs>& args) {
   return with_dtype(args.dtype, args.x, [&](const auto* x) {
     return args.from_logits ? run<true>(args, x) : run<false>(args, x);
   });

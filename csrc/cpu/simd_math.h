@@ -13,7 +13,7 @@
 //        value near -88 (so that 0 * log 0 = 0), negative and non-finite inputs a finite meaningless one: callers
 //        flag those.
 // The polynomial coefficients were fitted for fastral (Lawson's iteratively reweighted least squares, in float64,
-// rounded to float32).
+// rounded to float32). tests/test_simd_math.py measures both errors in ulp against float64 on every ISA build.
 #pragma once
 
 #include <cstring>

@@ -293,9 +293,12 @@ std::size_t bald_stacked_workspace_bytes(int dtype, std::int64_t B, std::int64_t
   return sizeof(float) * static_cast<std::size_t>(B * (C + 1) * H * W);  // sum_p, then sum_h
 }
 
-int bald_stacked(Ptr x, int dtype, std::int64_t T, std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
-                 bool from_logits, Ptr bald, Ptr entropy, Ptr workspace, std::size_t workspace_bytes, Ptr flags,
+int bald_stacked(const BaldStackedArgs& a, Ptr workspace, std::size_t workspace_bytes, Ptr flags,
                  const Stream& stream) {
+  const Ptr x = address(a.x), bald = address(a.bald), entropy = address(a.entropy);
+  const int dtype = static_cast<int>(a.dtype);
+  const std::int64_t T = a.T, B = a.B, C = a.C, H = a.H, W = a.W;
+  const bool from_logits = a.from_logits;
   const Context ctx = make_context(stream);
   const std::int64_t HW = H * W;
   const int V = 16 / dtype_size(dtype);
@@ -328,18 +331,22 @@ int bald_stacked(Ptr x, int dtype, std::int64_t T, std::int64_t B, std::int64_t 
   return read_flags(flag_word, ctx);
 }
 
-int bald_update(Ptr x, int dtype, std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W, bool from_logits,
-                bool first, Ptr sum_p, Ptr sum_h, Ptr flags, const Stream& stream) {
+int bald_update(const BaldUpdateArgs& a, Ptr flags, const Stream& stream) {
   const Context ctx = make_context(stream);
+  const int dtype = static_cast<int>(a.dtype);
+  const std::int64_t HW = a.H * a.W;
+  const std::size_t sample = static_cast<std::size_t>(a.B * a.C * HW) * dtype_size(dtype);
   clear_flags(reinterpret_cast<int*>(flags), ctx);
-  update(ctx, x, dtype, B, C, H * W, from_logits, first, sum_p, sum_h, flags);
+  for (std::int64_t t = 0; t < a.T; ++t) {  // one launch per sample, the flags read once at the end
+    update(ctx, address(a.x) + t * sample, dtype, a.B, a.C, HW, a.from_logits, a.first && t == 0, address(a.sum_p),
+           address(a.sum_h), flags);
+  }
   return read_flags(reinterpret_cast<const int*>(flags), ctx);
 }
 
-void bald_finalize(Ptr sum_p, Ptr sum_h, std::int64_t T, std::int64_t B, std::int64_t C, std::int64_t H,
-                   std::int64_t W, Ptr bald, Ptr entropy, const Stream& stream) {
+void bald_finalize(const BaldFinalizeArgs& a, const Stream& stream) {
   const Context ctx = make_context(stream);
-  finalize(ctx, sum_p, sum_h, T, B, C, H * W, bald, entropy);
+  finalize(ctx, address(a.sum_p), address(a.sum_h), a.T, a.B, a.C, a.H * a.W, address(a.bald), address(a.entropy));
 }
 
 }  // namespace fastral_cuda

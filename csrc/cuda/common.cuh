@@ -54,10 +54,13 @@ inline std::string describe_cuda_error(cudaError_t err) {
     }                                                                                         \
   } while (0)
 
-// Status bits kernels report about the scores they read (fastral/ops/_common.py: FLAG_*).
-constexpr int kFlagNonfinite = 1;  // a NaN or +-inf score
-constexpr int kFlagNegative = 2;   // a negative probability
-constexpr int kFlagSumRange = 4;   // a pixel whose probabilities sum to 0 or outside [FLT_MIN, FLT_MAX]
+// Status bits kernels report about the scores they read: the contract's (csrc/contract.h).
+using fastral::kFlagNegative;
+using fastral::kFlagNonFinite;
+using fastral::kFlagSumRange;
+
+// The device address an argument block holds, for the address arithmetic of the launchers.
+inline Ptr address(const void* p) { return reinterpret_cast<Ptr>(p); }
 
 // Where a call runs. The static CUDA runtime keeps its own current device, apart from torch's, so every entry
 // point makes the caller's device current first; that is also the first CUDA call, which on a machine without a
@@ -135,14 +138,14 @@ void dispatch(int dtype, bool from_logits, F&& f) {
     from_logits ? f(tag, std::true_type{}) : f(tag, std::false_type{});
   };
   switch (dtype) {
-    case 0: with_flag(Tag<float>{}); break;
-    case 1: with_flag(Tag<__half>{}); break;
-    case 2: with_flag(Tag<__nv_bfloat16>{}); break;
+    case static_cast<int>(fastral::Dtype::kFloat32): with_flag(Tag<float>{}); break;
+    case static_cast<int>(fastral::Dtype::kFloat16): with_flag(Tag<__half>{}); break;
+    case static_cast<int>(fastral::Dtype::kBFloat16): with_flag(Tag<__nv_bfloat16>{}); break;
     default: throw std::invalid_argument("fastral._C_cuda: unknown dtype code " + std::to_string(dtype));
   }
 }
 
-inline int dtype_size(int dtype) { return dtype == 0 ? 4 : 2; }
+inline int dtype_size(int dtype) { return fastral::dtype_size(static_cast<fastral::Dtype>(dtype)); }
 
 inline std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
@@ -260,7 +263,7 @@ struct PixelEntropy<true> {
     }
   }
 
-  __device__ __forceinline__ int status() const { return bad ? kFlagNonfinite : 0; }
+  __device__ __forceinline__ int status() const { return bad ? kFlagNonFinite : 0; }
   __device__ __forceinline__ float entropy() const { return logf(s) - __fdividef(t, s); }
   __device__ __forceinline__ float norm() const { return m + logf(s); }  // log-sum-exp
   __device__ static __forceinline__ float prob(float z, float lse) { return __expf(z - lse); }
@@ -274,7 +277,7 @@ struct PixelEntropy<false> {
   int argmax, bad;
 
   __device__ static __forceinline__ int check(float x) {
-    return (isfinite(x) ? 0 : kFlagNonfinite) | (x < 0.f ? kFlagNegative : 0);
+    return (isfinite(x) ? 0 : kFlagNonFinite) | (x < 0.f ? kFlagNegative : 0);
   }
 
   __device__ __forceinline__ void first(float x) { s = x, xlx = xlogx(x), best = x, argmax = 0, bad = check(x); }

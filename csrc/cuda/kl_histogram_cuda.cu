@@ -275,10 +275,16 @@ std::size_t kl_histogram_workspace_bytes(std::int64_t M, std::int64_t N, std::in
   return workspace_layout(M, N, C, bins).bytes;
 }
 
-void kl_histogram(Ptr p, std::int64_t M, Ptr q, std::int64_t N, std::int64_t C, std::int64_t bins, bool adaptive,
-                  double lo, double hi, bool exclude_self, double eps, Ptr out, Ptr workspace,
-                  std::size_t workspace_bytes, const Stream& stream) {
+void kl_histogram(const KlHistogramArgs& args, Ptr workspace, std::size_t workspace_bytes, const Stream& stream) {
+  const Ptr p = address(args.p), q = address(args.q), out = address(args.out);
+  const std::int64_t M = args.M, N = args.N, C = args.C, bins = args.bins;
+  const bool adaptive = args.adaptive, exclude_self = args.exclude_self;
+  const double lo = args.lo, hi = args.hi, eps = args.eps;
   const Context ctx = make_context(stream);
+  if (N == 0) {  // nothing to compare against: every histogram is 0 (as on the CPU)
+    FASTRAL_CUDA_CHECK(cudaMemsetAsync(reinterpret_cast<void*>(out), 0, sizeof(float) * M * bins, ctx.stream));
+    return;
+  }
   const Workspace w = workspace_layout(M, N, C, bins);
   if (workspace_bytes < w.bytes) {
     throw std::invalid_argument("fastral._C_cuda.kl_histogram: the workspace has " + std::to_string(workspace_bytes) +

@@ -235,9 +235,12 @@ __global__ void __launch_bounds__(kMaxThreads)
 
 }  // namespace
 
-int region_stats(Ptr x, int dtype, std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W, Ptr mask,
-                 std::int64_t rh, std::int64_t rw, std::int64_t ph, std::int64_t pw, bool from_logits, Ptr counts,
-                 Ptr entropy_pool, Ptr entropy_mean, Ptr flags, const Stream& stream) {
+int region_stats(const RegionStatsArgs& a, Ptr flags, const Stream& stream) {
+  const Ptr x = address(a.x), mask = address(a.mask);
+  const Ptr counts = address(a.counts), entropy_pool = address(a.pool), entropy_mean = address(a.mean);
+  const int dtype = static_cast<int>(a.dtype);
+  const std::int64_t B = a.B, C = a.C, H = a.H, W = a.W, rh = a.rh, rw = a.rw, ph = a.ph, pw = a.pw;
+  const bool from_logits = a.from_logits;
   const Context ctx = make_context(stream);
   const int V = 16 / dtype_size(dtype);
   const std::int64_t ny = H / rh, nx = W / rw;

@@ -69,8 +69,10 @@ def warn_if_probabilities(op: str, x: torch.Tensor, class_dim: int) -> None:
     if not _look_like_probabilities(x, class_dim):
         return
     _warned_probabilities.add(op)
-    message = (f"{op}: the scores look like probabilities (every pixel in [0, 1], summing to 1) but from_logits=True "
-               "reads them as logits; pass from_logits=False if they are")  # fmt: skip
+    message = (
+        f"{op}: the scores look like probabilities (every pixel in [0, 1], summing to 1) but from_logits=True "
+        "reads them as logits; pass from_logits=False if they are"
+    )
     warnings.warn(message, stacklevel=3)
 
 
@@ -102,12 +104,12 @@ def score_flags(x: torch.Tensor, from_logits: bool, class_dim: int) -> int:
     return flags | (FLAG_SUM_RANGE if bool(((total < FLT_MIN) | (total > FLT_MAX)).any()) else 0)
 
 
-def kernel_input(t: torch.Tensor) -> torch.Tensor:
-    """The scores as compiled and Triton kernels read them: contiguous, in a dtype they support.
+def kernel_input(t: torch.Tensor, dtypes=tuple(DTYPE_CODES)) -> torch.Tensor:
+    """The input as compiled and Triton kernels read it: contiguous, in one of ``dtypes`` (the score dtypes).
 
-    No copy for contiguous float32/float16/bfloat16 input; float64 is read as a float32 copy.
+    No copy for a contiguous tensor of such a dtype; any other (float64, say) is read as a float32 copy.
     """
-    if t.dtype not in DTYPE_CODES:
+    if t.dtype not in dtypes:
         t = t.float()
     return t.contiguous()
 

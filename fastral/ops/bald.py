@@ -7,21 +7,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .. import backends
 from .._arrays import array_kind, as_tensor, stream_context, to_kind
 from .._validate import check_float, check_mask, check_ndim, check_same_device, describe, pair
-from ._common import (
-    DTYPE_CODES,
-    empty,
-    kernel_input,
-    num_threads,
-    ptr,
-    raise_for_flags,
-    region_means,
-    score_flags,
-    warn_if_probabilities,
-)
-from .region_stats import pixel_entropy
+from ._common import empty, raise_for_flags, region_means, warn_if_probabilities
+from ._dispatch import Launcher, launcher
+from ._reference import reference_bald
+
+__all__ = ["BaldAccumulator", "BaldResult", "bald", "reference_bald"]
 
 OP = "bald"
 
@@ -33,24 +25,6 @@ class BaldResult(NamedTuple):
     entropy: Any  #: ``[B, H, W]`` float32, predictive entropy ``H[mean_t p_t]`` per pixel
     region_bald: Any  #: ``[R]`` float32 mean BALD per region, or None when no region was given
     region_entropy: Any  #: ``[R]`` float32 mean predictive entropy per region, or None
-
-
-def _probabilities(x: torch.Tensor, from_logits: bool, class_dim: int) -> torch.Tensor:
-    return torch.softmax(x, class_dim) if from_logits else x / x.sum(class_dim, keepdim=True)
-
-
-def reference_bald(scores: torch.Tensor, from_logits: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The definition of :func:`bald` in plain PyTorch: ``(bald [B, H, W], entropy [B, H, W])``.
-
-    ``scores`` is ``[T, B, C, H, W]``. Probabilities are softmax(logits) or the input normalised per pixel;
-    ``BALD = H[mean_t p_t] - mean_t H[p_t]`` with natural logs and ``0 log 0 = 0`` (no epsilon).
-    Computes in float64 for float64 scores and in float32 otherwise; no argument checking.
-    """
-    x = scores if scores.dtype == torch.float64 else scores.float()
-    mean_p = _probabilities(x, from_logits, 2).mean(0)
-    entropy = -torch.xlogy(mean_p, mean_p).sum(1)
-    expected = pixel_entropy(x, from_logits, class_dim=2).mean(0)
-    return entropy - expected, entropy
 
 
 def _result(bald_map, entropy, region, ignore_mask, kind) -> BaldResult:
@@ -104,14 +78,14 @@ def _stack(scores: Any, sample_dim: Any) -> tuple[str, torch.Tensor]:
     return kind, stack
 
 
-def _kernel_stack(stack: torch.Tensor, backend: str) -> tuple[torch.Tensor, bool]:
-    """``(x, sample_last)``: the stack as the kernels read it, ``[T, B, C, H, W]`` or (``sample_last``) baal's
-    ``[B, C, H, W, T]``, contiguous; no copy for either layout in a kernel dtype. The CUDA kernels read
-    fastral's layout only, so baal's is copied for them."""
+def _kernel_stack(impl: Launcher, stack: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """``(x, sample_last)``: a ``[T, B, C, H, W]`` view as ``impl`` reads it, ``[T, B, C, H, W]`` or
+    (``sample_last``) baal's ``[B, C, H, W, T]``; for the kernels contiguous, with no copy for either layout in a
+    kernel dtype. The CUDA kernels read fastral's layout only, so baal's is copied for them."""
     last = stack.movedim(0, -1)
-    if backend != "cuda" and last.is_contiguous() and not stack.is_contiguous():
-        return kernel_input(last), True
-    return kernel_input(stack), False
+    if impl.name != "cuda" and last.is_contiguous() and not stack.is_contiguous():
+        return impl.input(last), True
+    return impl.input(stack), False
 
 
 def bald(
@@ -154,14 +128,14 @@ def bald(
     kind, x = _stack(scores, sample_dim)
     B, H, W = x.shape[1], x.shape[3], x.shape[4]
     region, mask = _check_region(region, ignore_mask, x, B, H, W)
-    name = backends.resolve(OP, backend, x.device)
+    impl = launcher(OP, backend, x.device)
     bald_map = empty((B, H, W), torch.float32, x.device)
     entropy = empty((B, H, W), torch.float32, x.device)
     if from_logits:
         warn_if_probabilities(OP, x, 2)
     if bald_map.numel():
         with stream_context(kind, x.device):
-            flags = _stacked(name, x, bool(from_logits), bald_map, entropy)
+            flags = impl.module.bald_stacked(*_kernel_stack(impl, x), bool(from_logits), bald_map, entropy)
         raise_for_flags(OP, "scores", flags, x)
     return _result(bald_map, entropy, region, mask, kind)
 
@@ -234,13 +208,14 @@ class BaldAccumulator:
             )
         else:
             check_same_device(OP, "scores", given, "the first sample", self._sum_p)
-        name = backends.resolve(OP, self.backend, x.device)
+        impl = launcher(OP, self.backend, x.device)
         if self.from_logits:
             warn_if_probabilities(OP, x, 2)
         flags = 0
         if x.numel():
             with stream_context(kind, x.device):
-                flags = _update(name, x, self.from_logits, first, self._sum_p, self._sum_h)
+                stack, sample_last = _kernel_stack(impl, x)
+                flags = impl.module.bald_update(stack, sample_last, self.from_logits, first, self._sum_p, self._sum_h)
         if flags:
             # The kernels read each sample once, so a bad value is found after the sums were updated: a rejected
             # first update leaves the accumulator empty, a later one leaves it unusable until reset().
@@ -269,84 +244,10 @@ class BaldAccumulator:
         sum_p, sum_h = self._sum_p, self._sum_h
         B, _, H, W = sum_p.shape
         region, mask = _check_region(region, ignore_mask, sum_p, B, H, W)
-        name = backends.resolve(OP, self.backend, sum_p.device)
+        impl = launcher(OP, self.backend, sum_p.device)
         bald_map = empty((B, H, W), torch.float32, sum_p.device)
         entropy = empty((B, H, W), torch.float32, sum_p.device)
         if bald_map.numel():
             with stream_context(self._kind, sum_p.device):
-                _finalize(name, sum_p, sum_h, self.samples, bald_map, entropy)
+                impl.module.bald_finalize(sum_p, sum_h, self.samples, bald_map, entropy)
         return _result(bald_map, entropy, region, mask, self._kind)
-
-
-# Backend launchers. Each fills preallocated float32 outputs; the kernels return the status flags of the scores.
-
-
-def _stacked(name: str, x: torch.Tensor, from_logits: bool, bald_map: torch.Tensor, entropy: torch.Tensor) -> int:
-    """``x`` is a ``[T, B, C, H, W]`` view, in either memory layout."""
-    if name == "torch":
-        flags = score_flags(x, from_logits, 2)
-        if not flags:
-            ref_bald, ref_entropy = reference_bald(x, from_logits)
-            bald_map.copy_(ref_bald)
-            entropy.copy_(ref_entropy)
-        return flags
-    T, B, C, H, W = x.shape
-    x, sample_last = _kernel_stack(x, name)
-    if name == "cpp":
-        return backends.cpp_module().bald_stacked(
-            ptr(x), DTYPE_CODES[x.dtype], T, B, C, H, W, sample_last, from_logits, ptr(bald_map), ptr(entropy),
-            num_threads(),
-        )  # fmt: skip
-    if name == "triton":
-        return backends.triton_module(OP).bald_stacked_triton(x, sample_last, from_logits, bald_map, entropy)
-    return backends.cuda_ops().bald_stacked_cuda(x, from_logits, bald_map, entropy)
-
-
-def _update(
-    name: str, x: torch.Tensor, from_logits: bool, first: bool, sum_p: torch.Tensor, sum_h: torch.Tensor
-) -> int:
-    """Adds the T samples of ``x``, a ``[T, B, C, H, W]`` view in either memory layout, to the sums."""
-    if name == "torch":
-        flags = score_flags(x, from_logits, 2)
-        if not flags:
-            xf = x.float()
-            p = _probabilities(xf, from_logits, 2).sum(0)
-            h = pixel_entropy(xf, from_logits, class_dim=2).sum(0)
-            if first:
-                sum_p.copy_(p)
-                sum_h.copy_(h)
-            else:
-                sum_p += p
-                sum_h += h
-        return flags
-    T, B, C, H, W = x.shape
-    x, sample_last = _kernel_stack(x, name)
-    if name == "cpp":
-        return backends.cpp_module().bald_update(
-            ptr(x), DTYPE_CODES[x.dtype], T, B, C, H, W, sample_last, from_logits, first, ptr(sum_p), ptr(sum_h),
-            num_threads(),
-        )  # fmt: skip
-    if name == "triton":
-        return backends.triton_module(OP).bald_update_triton(x, sample_last, from_logits, first, sum_p, sum_h)
-    flags = 0
-    for t in range(T):  # the CUDA kernel adds one sample per launch
-        flags |= backends.cuda_ops().bald_update_cuda(x[t], from_logits, first and t == 0, sum_p, sum_h)
-    return flags
-
-
-def _finalize(
-    name: str, sum_p: torch.Tensor, sum_h: torch.Tensor, T: int, bald_map: torch.Tensor, entropy: torch.Tensor
-):
-    if name == "torch":
-        mean_p = sum_p / T
-        entropy.copy_(-torch.xlogy(mean_p, mean_p).sum(1))
-        torch.sub(entropy, sum_h / T, out=bald_map)
-    elif name == "cpp":
-        B, C, H, W = sum_p.shape
-        backends.cpp_module().bald_finalize(
-            ptr(sum_p), ptr(sum_h), T, B, C, H, W, ptr(bald_map), ptr(entropy), num_threads()
-        )
-    elif name == "triton":
-        backends.triton_module(OP).bald_finalize_triton(sum_p, sum_h, T, bald_map, entropy)
-    else:
-        backends.cuda_ops().bald_finalize_cuda(sum_p, sum_h, T, bald_map, entropy)

@@ -8,79 +8,16 @@ from typing import Any
 
 import torch
 
-from .. import backends
 from .._arrays import array_kind, as_tensor, stream_context, to_kind
 from .._validate import check_finite, check_float, check_nonnegative, check_same_device, describe, positive_int
-from ._common import empty, num_threads, ptr
+from ._common import empty
+from ._dispatch import launcher
+from ._reference import histogram_bins, normalize_distributions, reference_kl_histogram
+
+__all__ = ["histogram_bins", "kl_histogram", "normalize_distributions", "reference_kl_histogram"]
 
 OP = "kl_histogram"
 FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)  # 1.1755e-38
-
-
-def normalize_distributions(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Rows floored at ``eps`` and divided by their sum, as ``scipy.stats.entropy(max(x, eps))`` sees them."""
-    x = x.clamp_min(eps)
-    return x / x.sum(-1, keepdim=True)
-
-
-def histogram_bins(values: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor:
-    """numpy's bin index of each value for ``bins`` equal bins on ``[lo, hi]`` (rows broadcast), -1 outside.
-
-    Follows ``np.histogram`` to the last rounding: edges ``lo + i * (hi - lo) / bins`` with the last edge = hi,
-    the index from ``(x - lo) * (bins / (hi - lo))``, then moved by one where that disagrees with the edges;
-    the last bin is closed.
-    """
-    width = (hi - lo) / bins
-    idx = torch.floor((values - lo) * (bins / (hi - lo))).clamp(0, bins - 1).long()
-
-    def edge(i):
-        return torch.where(i == bins, hi, lo + i * width)
-
-    idx = idx - (values < edge(idx)).long()
-    idx = idx + ((values >= edge(idx + 1)) & (idx != bins - 1)).long()
-    return torch.where((values >= lo) & (values <= hi), idx.clamp(0, bins - 1), -1)
-
-
-def reference_kl_histogram(
-    p: torch.Tensor,
-    q: torch.Tensor,
-    bins: int = 32,
-    range: tuple[float, float] | None = None,
-    exclude_self: bool = False,
-    eps: float = 1e-7,
-) -> torch.Tensor:
-    """The definition of :func:`kl_histogram` in plain PyTorch: builds the whole KL matrix (tests only).
-
-    Computes in float64 for float64 inputs and in float32 otherwise; no argument checking.
-    """
-    dtype = torch.float64 if p.dtype == torch.float64 else torch.float32
-    lead = p.shape[:-1]
-    pn = normalize_distributions(p.reshape(-1, p.shape[-1]).to(dtype), eps)
-    qn = normalize_distributions(q.to(dtype), eps)
-    M, N = pn.shape[0], qn.shape[0]
-    # KL(p_i || q_j) = sum_c p_ic log p_ic - sum_c p_ic log q_jc, clamped at 0 against rounding.
-    kl = ((pn * pn.log()).sum(1, keepdim=True) - pn @ qn.log().T).clamp_min(0)
-    keep = torch.ones_like(kl, dtype=torch.bool)
-    if exclude_self:
-        keep.fill_diagonal_(False)
-    n_kept = N - 1 if exclude_self else N
-    if range is None:
-        lo = torch.where(keep, kl, math.inf).amin(1, keepdim=True)
-        hi = torch.where(keep, kl, -math.inf).amax(1, keepdim=True)
-        # numpy widens an empty range to +-0.5, which puts every value in the middle bin; say so directly rather
-        # than trust the rounding of v - (v - 0.5) against the middle edge.
-        same = lo == hi
-        idx = torch.where(same, bins // 2, histogram_bins(kl, lo, torch.where(same, lo + 1, hi), bins))
-    else:
-        lo = torch.full((M, 1), float(range[0]), dtype=dtype, device=kl.device)
-        hi = torch.full((M, 1), float(range[1]), dtype=dtype, device=kl.device)
-        idx = histogram_bins(kl, lo, hi, bins)
-    idx = torch.where(keep, idx, -1)
-    rows = torch.arange(M, device=kl.device).unsqueeze(1).expand_as(idx)
-    hist = torch.zeros(M * bins + 1, dtype=dtype, device=kl.device)
-    hist.index_add_(0, torch.where(idx >= 0, rows * bins + idx, M * bins).flatten(), torch.ones_like(kl).flatten())
-    hist = hist[:-1].reshape(*lead, bins)
-    return hist / n_kept if n_kept > 0 else hist
 
 
 def kl_histogram(
@@ -145,8 +82,10 @@ def kl_histogram(
             raise ValueError(f"{OP}: argument 'range' must be finite with lo < hi, got {range!r}")
         range = (lo, hi)
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (FLOAT32_TINY <= eps < math.inf):
-        raise ValueError(f"{OP}: argument 'eps' must be a float >= {FLOAT32_TINY:.4g} (float32's smallest normal "
-                         f"number: the fast backends compute in float32), got {eps!r}")  # fmt: skip
+        raise ValueError(
+            f"{OP}: argument 'eps' must be a float >= {FLOAT32_TINY:.4g} (float32's smallest normal "
+            f"number: the fast backends compute in float32), got {eps!r}"
+        )
     eps = float(eps)
     M = math.prod(pt.shape[:-1])
     N = qt.shape[0]
@@ -159,36 +98,19 @@ def kl_histogram(
         check_finite(OP, name, t)
         check_nonnegative(OP, name, t)
         if t.numel() and not bool(torch.isfinite(t.float().sum(-1)).all()):  # every backend normalises in float32
-            raise ValueError(f"{OP}: argument '{name}' has rows whose values or sum exceed float32's range "
-                             f"(3.4e38); rescale them (the histograms depend only on normalised rows), got "
-                             f"{describe(t)}")  # fmt: skip
+            raise ValueError(
+                f"{OP}: argument '{name}' has rows whose values or sum exceed float32's range "
+                f"(3.4e38); rescale them (the histograms depend only on normalised rows), got "
+                f"{describe(t)}"
+            )
 
-    name = backends.resolve(OP, backend, pt.device)
+    impl = launcher(OP, backend, pt.device)
     out = empty((*pt.shape[:-1], bins), torch.float32, pt.device)
     if M and N:
+        # Pools flattened to [M, C]; the kernels read float32 (p and q are small: a copy is cheap).
+        p2, q2 = (impl.input(t, (torch.float32,)) for t in (pt.reshape(M, C), qt))
         with stream_context(kind, pt.device):
-            _launch(name, pt, qt, bins, range, bool(exclude_self), float(eps), out)
+            impl.module.kl_histogram(p2, q2, bins, range, bool(exclude_self), float(eps), out.view(M, bins))
     elif M:
         out.zero_()  # nothing to compare against: all-zero histograms, as the official code uses
     return to_kind(out, kind)
-
-
-def _launch(name, p, q, bins, range, exclude_self, eps, out) -> None:
-    """Run backend ``name``: fills ``out`` (``[..., bins]``) with the histograms of every row of ``p``."""
-    if name == "torch":
-        out.copy_(reference_kl_histogram(p, q, bins, range, exclude_self, eps))
-        return
-    C = p.shape[-1]
-    p2 = p.reshape(-1, C).float().contiguous()  # [M, C]: pools flattened; p and q are small, a copy is cheap
-    q = q.float().contiguous()
-    out2 = out.view(-1, bins)
-    if name == "cpp":
-        (M, C), N = p2.shape, q.shape[0]
-        lo, hi = range if range is not None else (0.0, 0.0)
-        backends.cpp_module().kl_histogram(
-            ptr(p2), M, ptr(q), N, C, bins, range is None, lo, hi, exclude_self, eps, ptr(out2), num_threads()
-        )
-    elif name == "triton":
-        backends.triton_module(OP).kl_histogram_triton(p2, q, bins, range, exclude_self, eps, out2)
-    else:
-        backends.cuda_ops().kl_histogram_cuda(p2, q, bins, range, exclude_self, eps, out2)

@@ -1,9 +1,33 @@
-"""Input generators, the tolerance table and comparison helpers shared by the parity suites."""
+"""Helpers of fastral's parity suites and benchmarks: the device under test and its backends, reproducible seeds,
+poisoned outputs, input generators, the tolerance table and comparison helpers. Importable from ``tests/`` and
+``bench/`` alike (``python -m pytest tests bench`` is one command), and by code that tests its own use of the ops.
+Needs the ``[test]`` extra (pytest).
+
+Environment:
+  FASTRAL_TEST_DEVICE=cuda         run the parity suites on the GPU (backends torch, triton, cuda); default cpu
+                                   (backends torch, cpp, and triton in Triton's CPU interpreter).
+  FASTRAL_REQUIRE_BACKENDS=cpp,... backends that must be available: CI sets it so a broken build fails instead of
+                                   skipping.
+  FASTRAL_TEST_SEED=<int>          replay the inputs of a failing run: every test's generator starts from this seed
+                                   (by default each run draws a fresh one and prints it on failure).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
+import pytest
+import scipy.stats
 import torch
+
+import fastral
+from fastral.ops import _common
+
+DEVICE = torch.device(os.environ.get("FASTRAL_TEST_DEVICE", "cpu"))
+DEVICE_BACKENDS = {"cpu": ("torch", "cpp", "triton"), "cuda": ("torch", "triton", "cuda")}[DEVICE.type]
+REQUIRED = [b for b in os.environ.get("FASTRAL_REQUIRE_BACKENDS", "").split(",") if b]
 
 # Tolerances of float outputs against the float64 reference, for every backend and input dtype: kernels read the
 # same (possibly fp16/bf16) input values the reference upcasts exactly, so only float32 accumulation differs.
@@ -11,9 +35,42 @@ TOLERANCE = {
     "entropy": {"atol": 2e-5, "rtol": 2e-5},  # pixel entropy statistics, <= log C
     "bald": {"atol": 3e-5, "rtol": 0.0},  # a difference of two entropies: absolute error
     "probability": {"atol": 1e-6, "rtol": 1e-5},  # running sums of probabilities
+    "rerun": {"atol": 1e-6, "rtol": 1e-6},  # one backend against itself (other thread counts, ISAs): reordered sums
 }
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def backend_params(op: str, *, fast_only: bool = False) -> list:
+    """pytest params for each backend of ``op`` on the device under test, skipped (with why) when unavailable.
+
+    ``fast_only`` also skips Triton's CPU interpreter, for shapes too large for it (~5 ms per program).
+    """
+    params = []
+    available = fastral.available_backends(DEVICE, op)
+    for name in DEVICE_BACKENDS:
+        reason = available[name].reason
+        if not reason and fast_only and name == "triton" and DEVICE.type == "cpu":
+            reason = "too large for Triton's CPU interpreter"
+        marks = [pytest.mark.skip(reason=reason)] if reason else []
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+def input_seed() -> int:
+    """The seed of a test's inputs: ``FASTRAL_TEST_SEED`` if set, else a fresh random one."""
+    fixed = os.environ.get("FASTRAL_TEST_SEED")
+    return int(fixed) if fixed else int.from_bytes(os.urandom(4), "little")
+
+
+@contextlib.contextmanager
+def poisoned_outputs():
+    """Fill every op output with NaN / INT32_MIN before a kernel runs, so an unwritten element fails a check."""
+    previous, _common.POISON_OUTPUTS = _common.POISON_OUTPUTS, True
+    try:
+        yield
+    finally:
+        _common.POISON_OUTPUTS = previous
 
 
 def logits(shape, rng, dtype=torch.float32, confident=False, class_dim=1) -> torch.Tensor:
@@ -35,6 +92,7 @@ def probabilities(shape, rng, dtype=torch.float32, class_dim=1, zero_fraction=0.
 
 
 def ignore_mask(shape, rng, fraction=0.2) -> torch.Tensor:
+    """A random bool mask, True (ignored) for about ``fraction`` of the pixels."""
     return torch.rand(shape, generator=rng) < fraction
 
 
@@ -48,12 +106,14 @@ def non_contiguous(x: torch.Tensor) -> torch.Tensor:
 
 
 def assert_close(actual, expected, kind: str, name: str) -> None:
+    """``actual`` (any array kind, any device) equals the reference ``expected`` within ``TOLERANCE[kind]``."""
     actual = torch.as_tensor(actual).cpu().double()
     assert not torch.isnan(actual).any(), f"{name}: NaN in output (an unwritten element?)"
     torch.testing.assert_close(actual, expected.cpu().double(), **TOLERANCE[kind], msg=lambda m: f"{name}: {m}")
 
 
 def assert_equal(actual, expected, name: str) -> None:
+    """Integer outputs: exactly equal."""
     actual = torch.as_tensor(actual).cpu().long()
     expected = expected.cpu().long()
     if not torch.equal(actual, expected):
@@ -117,3 +177,34 @@ def assert_histogram_row_matches(hist_row, values, bins, value_range, n, delta, 
     if ambiguous == 0:
         assert (counts == exact).all(), msg
     return ambiguous
+
+
+# kl_histogram: the default eps; the rounding of a float32 KL value (|KL| <~ 20 with eps = 1e-7, C <= 20 terms),
+# doubled because the adaptive range's edges move with the rounding of the row's min and max; the float64
+# reference gets 1e-9.
+KL_EPS = 1e-7
+KL_DELTA = {"float32": 4e-5, "float64": 1e-9}
+
+
+def scipy_kl_rows(p, q, exclude_self=False):
+    """KL(p_i || q_j) for every j, row by row, exactly as scipy.stats.entropy computes it (float64)."""
+    p = np.maximum(p.reshape(-1, p.shape[-1]).double().numpy(), KL_EPS)
+    q = np.maximum(q.double().numpy(), KL_EPS)
+    rows = []
+    for i, pi in enumerate(p):
+        kl = scipy.stats.entropy(pi[None, :], q, axis=1)
+        rows.append(np.delete(kl, i) if exclude_self else kl)
+    return rows
+
+
+def check_kl_histogram_against_scipy(hist, p, q, bins, value_range, exclude_self, delta):
+    """Every row of a kl_histogram output (eps = KL_EPS) is the histogram of its exact KL values, up to values
+    within ``delta`` of a bin edge (:func:`assert_histogram_row_matches`), and such values are rare."""
+    hist = torch.as_tensor(hist).cpu().double().reshape(-1, bins).numpy()
+    rows = scipy_kl_rows(p, q, exclude_self)
+    assert hist.shape[0] == len(rows)
+    ambiguous = 0
+    for i, (h, kl) in enumerate(zip(hist, rows, strict=True)):
+        ambiguous += assert_histogram_row_matches(h, kl, bins, value_range, len(kl), delta, f"row {i}")
+    total = sum(len(kl) for kl in rows)
+    assert ambiguous <= max(2, 0.02 * total), f"{ambiguous} of {total} KL values lie within {delta} of a bin edge"
