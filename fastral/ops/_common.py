@@ -134,13 +134,16 @@ def region_grid(height: int, width: int, region: int | tuple[int, int]) -> tuple
     Raises TypeError / ValueError naming the argument for a size that is not an int >= 0 or a region that is not
     a positive (rh, rw) pair.
     """
+    sizes = []
     for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        # torch.SymInt: a symbolic size while torch.compile traces with dynamic shapes (kept symbolic, not int())
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer, torch.SymInt)):
             raise TypeError(f"region_grid: argument '{name}' must be an int, got {value!r}")
         if value < 0:
             raise ValueError(f"region_grid: argument '{name}' must be >= 0, got {value}")
+        sizes.append(int(value) if isinstance(value, np.integer) else value)
     rh, rw = pair("region_grid", "region", region)
-    return int(height) // rh, int(width) // rw
+    return sizes[0] // rh, sizes[1] // rw
 
 
 def region_view(maps: torch.Tensor, region: tuple[int, int]) -> torch.Tensor:

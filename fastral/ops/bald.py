@@ -128,16 +128,42 @@ def bald(
     kind, x = _stack(scores, sample_dim)
     B, H, W = x.shape[1], x.shape[3], x.shape[4]
     region, mask = _check_region(region, ignore_mask, x, B, H, W)
+    if torch.compiler.is_compiling():  # one node of the caller's graph: see _op below
+        bald_map, entropy = _op(scores, bool(from_logits), backend, _sample_axis(sample_dim))
+    else:
+        bald_map, entropy = _bald_maps(kind, x, from_logits, backend)
+    return _result(bald_map, entropy, region, mask, kind)
+
+
+def _bald_maps(kind: str, x: torch.Tensor, from_logits: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BALD and entropy maps ``[B, H, W]`` of a checked ``[T, B, C, H, W]`` view."""
     impl = launcher(OP, backend, x.device)
-    bald_map = empty((B, H, W), torch.float32, x.device)
-    entropy = empty((B, H, W), torch.float32, x.device)
+    bald_map, entropy = _empty_maps(x)
     if from_logits:
         warn_if_probabilities(OP, x, 2)
     if bald_map.numel():
         with stream_context(kind, x.device):
             flags = impl.module.bald_stacked(*_kernel_stack(impl, x), bool(from_logits), bald_map, entropy)
         raise_for_flags(OP, "scores", flags, x)
-    return _result(bald_map, entropy, region, mask, kind)
+    return bald_map, entropy
+
+
+def _empty_maps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, W = x.shape[1], x.shape[3], x.shape[4]
+    return empty((B, H, W), torch.float32, x.device), empty((B, H, W), torch.float32, x.device)
+
+
+# torch.compile: the maps come from one opaque custom op, fastral::bald, so a compiled caller keeps a single graph
+# (fullgraph=True works); the region means are plain torch ops the compiler sees. The op runs the eager code with
+# every check; its fake (meta) implementation gives the map shapes after the argument checks.
+@torch.library.custom_op("fastral::bald", mutates_args=())
+def _op(scores: torch.Tensor, from_logits: bool, backend: str, sample_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return _bald_maps(*_stack(scores, sample_dim), from_logits, backend)
+
+
+@_op.register_fake
+def _(scores, from_logits, backend, sample_dim):
+    return _empty_maps(_stack(scores, sample_dim)[1])  # under torch.compile's fake mode: fake tensors
 
 
 class BaldAccumulator:

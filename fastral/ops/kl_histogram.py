@@ -57,6 +57,35 @@ def kl_histogram(
     """
     kind = array_kind(p)
     pt, qt = as_tensor(p, "p", OP), as_tensor(q, "q", OP)
+    bins, range, eps = _check(pt, qt, bins, range, exclude_self, eps)
+    if torch.compiler.is_compiling():  # one node of the caller's graph: see _op below
+        return _op(pt, qt, bins, None if range is None else list(range), bool(exclude_self), eps, backend)
+    for name, t in (("p", pt), ("q", qt)):
+        check_finite(OP, name, t)
+        check_nonnegative(OP, name, t)
+        if t.numel() and not bool(torch.isfinite(t.float().sum(-1)).all()):  # every backend normalises in float32
+            raise ValueError(
+                f"{OP}: argument '{name}' has rows whose values or sum exceed float32's range "
+                f"(3.4e38); rescale them (the histograms depend only on normalised rows), got "
+                f"{describe(t)}"
+            )
+
+    M, N, C = math.prod(pt.shape[:-1]), qt.shape[0], pt.shape[-1]
+    impl = launcher(OP, backend, pt.device)
+    out = empty((*pt.shape[:-1], bins), torch.float32, pt.device)
+    if M and N:
+        # Pools flattened to [M, C]; the kernels read float32 (p and q are small: a copy is cheap).
+        p2, q2 = (impl.input(t, (torch.float32,)) for t in (pt.reshape(M, C), qt))
+        with stream_context(kind, pt.device):
+            impl.module.kl_histogram(p2, q2, bins, range, bool(exclude_self), float(eps), out.view(M, bins))
+    elif M:
+        out.zero_()  # nothing to compare against: all-zero histograms, as the official code uses
+    return to_kind(out, kind)
+
+
+def _check(pt: torch.Tensor, qt: torch.Tensor, bins, range, exclude_self, eps) -> tuple[int, Any, float]:
+    """``(bins, range, eps)`` checked and normalised, with the shapes of ``p`` and ``q``; reads no values (so it
+    also runs on the fake tensors of torch.compile)."""
     if pt.ndim not in (2, 3):
         raise ValueError(f"{OP}: argument 'p' must have 2 dimensions [M, C] or 3 [K, M, C], got {describe(pt)}")
     if qt.ndim != 2:
@@ -94,23 +123,26 @@ def kl_histogram(
             f"{OP}: exclude_self=True pairs row i of p (flattened over pools) with row i of q, so p must have as "
             f"many rows as q; got {M} rows in p {describe(pt)} and {N} in q {describe(qt)}"
         )
-    for name, t in (("p", pt), ("q", qt)):
-        check_finite(OP, name, t)
-        check_nonnegative(OP, name, t)
-        if t.numel() and not bool(torch.isfinite(t.float().sum(-1)).all()):  # every backend normalises in float32
-            raise ValueError(
-                f"{OP}: argument '{name}' has rows whose values or sum exceed float32's range "
-                f"(3.4e38); rescale them (the histograms depend only on normalised rows), got "
-                f"{describe(t)}"
-            )
+    return bins, range, eps
 
-    impl = launcher(OP, backend, pt.device)
-    out = empty((*pt.shape[:-1], bins), torch.float32, pt.device)
-    if M and N:
-        # Pools flattened to [M, C]; the kernels read float32 (p and q are small: a copy is cheap).
-        p2, q2 = (impl.input(t, (torch.float32,)) for t in (pt.reshape(M, C), qt))
-        with stream_context(kind, pt.device):
-            impl.module.kl_histogram(p2, q2, bins, range, bool(exclude_self), float(eps), out.view(M, bins))
-    elif M:
-        out.zero_()  # nothing to compare against: all-zero histograms, as the official code uses
-    return to_kind(out, kind)
+
+# torch.compile: the op is one opaque custom op, fastral::kl_histogram, so a compiled caller keeps a single graph
+# (fullgraph=True works). It runs the eager function above, with every check; its fake (meta) implementation
+# gives the output shape after the argument checks, so a bad argument is reported while compiling.
+@torch.library.custom_op("fastral::kl_histogram", mutates_args=())
+def _op(
+    p: torch.Tensor,
+    q: torch.Tensor,
+    bins: int,
+    range: list[float] | None,
+    exclude_self: bool,
+    eps: float,
+    backend: str,
+) -> torch.Tensor:
+    return kl_histogram(p, q, bins, None if range is None else tuple(range), exclude_self, eps, backend)
+
+
+@_op.register_fake
+def _(p, q, bins, range, exclude_self, eps, backend):
+    bins, _, _ = _check(p, q, bins, range, exclude_self, eps)
+    return torch.empty((*p.shape[:-1], bins), dtype=torch.float32, device=p.device)

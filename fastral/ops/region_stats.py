@@ -60,6 +60,25 @@ def region_stats(
     """
     kind = array_kind(scores)
     x = as_tensor(scores, "scores", OP)
+    region, pool, mask, R = _check(x, region, pool, ignore_mask)
+    if torch.compiler.is_compiling():  # one node of the caller's graph: see _op below
+        return RegionStats(*_op(x, list(region), list(pool), bool(from_logits), mask, backend))
+    impl = launcher(OP, backend, x.device)
+    if from_logits:
+        warn_if_probabilities(OP, x, 1)
+    counts, entropy_pool, entropy_mean = _empty_outputs(x, R, pool)
+    if R:
+        with stream_context(kind, x.device):
+            kernel_mask = None if mask is None else impl.input(mask, (torch.bool,))
+            args = region, pool, bool(from_logits), counts, entropy_pool, entropy_mean
+            flags = impl.module.region_stats(impl.input(x), kernel_mask, *args)
+        raise_for_flags(OP, "scores", flags, x)
+    return RegionStats(to_kind(counts, kind), to_kind(entropy_pool, kind), to_kind(entropy_mean, kind))
+
+
+def _check(x: torch.Tensor, region, pool, ignore_mask) -> tuple[tuple[int, int], tuple[int, int], Any, int]:
+    """``(region, pool, mask, R)`` from the arguments, checked; reads shapes and dtypes only, never values (so
+    it also runs on the fake tensors of torch.compile)."""
     check_ndim(OP, "scores", x, "[B, C, H, W]")
     check_float(OP, "scores", x)
     B, C, H, W = x.shape
@@ -76,18 +95,34 @@ def region_stats(
         )
     mask = None if ignore_mask is None else check_mask(OP, "ignore_mask", ignore_mask, x, (B, H, W))
     ny, nx = region_grid(H, W, (rh, rw))
-    R = B * ny * nx
+    return (rh, rw), (ph, pw), mask, B * ny * nx
 
-    impl = launcher(OP, backend, x.device)
-    if from_logits:
-        warn_if_probabilities(OP, x, 1)
-    counts = empty((R, C), torch.int32, x.device)
-    entropy_pool = empty((R, 3, ph, pw), torch.float32, x.device)
-    entropy_mean = empty((R,), torch.float32, x.device)
-    if R:
-        with stream_context(kind, x.device):
-            kernel_mask = None if mask is None else impl.input(mask, (torch.bool,))
-            args = (rh, rw), (ph, pw), bool(from_logits), counts, entropy_pool, entropy_mean
-            flags = impl.module.region_stats(impl.input(x), kernel_mask, *args)
-        raise_for_flags(OP, "scores", flags, x)
-    return RegionStats(to_kind(counts, kind), to_kind(entropy_pool, kind), to_kind(entropy_mean, kind))
+
+def _empty_outputs(x: torch.Tensor, R: int, pool: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    C, (ph, pw) = x.shape[1], pool
+    return (
+        empty((R, C), torch.int32, x.device),
+        empty((R, 3, ph, pw), torch.float32, x.device),
+        empty((R,), torch.float32, x.device),
+    )
+
+
+# torch.compile: the op is one opaque custom op, fastral::region_stats, so a compiled caller keeps a single graph
+# (fullgraph=True works). It runs the eager function above, with every check; its fake (meta) implementation
+# gives the output shapes after the argument checks, so a bad argument is reported while compiling.
+@torch.library.custom_op("fastral::region_stats", mutates_args=())
+def _op(
+    scores: torch.Tensor,
+    region: list[int],
+    pool: list[int],
+    from_logits: bool,
+    ignore_mask: torch.Tensor | None,
+    backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(region_stats(scores, tuple(region), tuple(pool), from_logits, ignore_mask, backend))
+
+
+@_op.register_fake
+def _(scores, region, pool, from_logits, ignore_mask, backend):
+    _, pool, _, R = _check(scores, region, pool, ignore_mask)
+    return _empty_outputs(scores, R, pool)  # under torch.compile's fake mode: fake tensors
