@@ -42,7 +42,8 @@ try:  # the AL pipeline needs the [al] extra (the featurizers do not): say so in
 except ModuleNotFoundError as exc:
     raise missing_extra("python -m fastral.run", exc) from exc
 
-INPUT_FILES = ("init_checkpoint", "pretrain_from", "train_init_checkpoint", "splits")  # read, never written
+# read, never written (their SHA-256 is part of the run key)
+INPUT_FILES = ("init_checkpoint", "pretrain_from", "backbone_weights", "train_init_checkpoint", "splits")
 RUNTIME_KEYS = ("device", "threads")  # may change on --resume (results may then differ in the last digits)
 
 
@@ -96,6 +97,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain-from", type=Path,
                    help="weights the theta_0 pretraining (--pretrain) starts from, e.g. GTA5-pretrained ones: the "
                    "official GTA5 -> D_T recipe")  # fmt: skip
+    p.add_argument("--backbone-weights", type=Path,
+                   help="a local torchvision ResNet checkpoint (e.g. resnet50-0676ba61.pth from a torch hub cache) "
+                   "for the backbone before the theta_0 pretraining: the paper's ImageNet start (needs a width-64 "
+                   "backbone of that depth, e.g. --model paper); nothing is downloaded")  # fmt: skip
     p.add_argument("--train-init-checkpoint", type=Path,
                    help="initial weights of the policy-training episodes (the official code: GTA5-only weights, "
                    "while --init-checkpoint is GTA5 + D_T); default: theta_0")  # fmt: skip
@@ -131,6 +136,10 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
         p.error(f"argument --data-root: streets is generated and takes no data root, got '{args.data_root}'")
     if args.init_checkpoint is not None and args.pretrain_from is not None:
         p.error("argument --pretrain-from: not with --init-checkpoint (theta_0 is then that checkpoint)")
+    for other in ("init_checkpoint", "pretrain_from"):
+        if args.backbone_weights is not None and getattr(args, other) is not None:
+            p.error(f"argument --backbone-weights: not with --{other.replace('_', '-')} (its weights hold the "
+                    "backbone)")  # fmt: skip
     for name in INPUT_FILES:
         path = getattr(args, name)
         if path is not None and not path.is_file():
@@ -204,7 +213,8 @@ def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict,
           f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}")  # fmt: skip
     try:
         exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,
-                      pretrain_from=args.pretrain_from, train_init_checkpoint=args.train_init_checkpoint,
+                      pretrain_from=args.pretrain_from, backbone_weights=args.backbone_weights,
+                      train_init_checkpoint=args.train_init_checkpoint,
                       splits_file=args.splits, cache_file=args.cache, test_split=args.test_split,
                       resume=state is not None, progress=not args.no_progress)  # fmt: skip
     except (DataLayoutError, CheckpointError, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -29,3 +30,13 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def torchvision_state_dict(depth: int, seed: int = 0) -> dict:
+    """A random state dict with the names and shapes of torchvision's resnet<depth>, as torchvision 0.28 lists
+    them (tests/data/torchvision_resnet_state_dict_shapes.json), its classification head included."""
+    listing = REPO / "tests" / "data" / "torchvision_resnet_state_dict_shapes.json"
+    shapes = json.loads(listing.read_text())["models"][f"resnet{depth}"]
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randint(0, 5, s, generator=g) if k.endswith("num_batches_tracked") else
+            torch.rand(s, generator=g) + 0.5 for k, s in shapes.items()}  # fmt: skip

@@ -1,11 +1,10 @@
 """Semantic FPN: shapes, MC dropout (features once, BatchNorm frozen), checkpoints, torchvision backbone weights."""
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from _data_helpers import single_thread  # noqa: F401 (fixture)
+from _data_helpers import single_thread, torchvision_state_dict  # noqa: F401 (single_thread: a fixture)
 
 from fastral.models import (
     CheckpointError,
@@ -164,15 +163,6 @@ def test_checkpoint_of_fastral_0_1_still_loads():
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # the input saved with it
     with torch.no_grad():  # not bit-equal: convolutions round differently on another CPU (AVX2 vs AVX-512)
         torch.testing.assert_close(model.eval()(x), extra["logits"], rtol=1e-5, atol=1e-4)
-
-
-def torchvision_state_dict(depth: int, seed: int = 0) -> dict:
-    """A random state dict with the names and shapes of torchvision's resnet<depth>, as torchvision 0.28 lists
-    them (tests/data/torchvision_resnet_state_dict_shapes.json), its classification head included."""
-    shapes = json.loads((DATA / "torchvision_resnet_state_dict_shapes.json").read_text())["models"][f"resnet{depth}"]
-    g = torch.Generator().manual_seed(seed)
-    return {k: torch.randint(0, 5, s, generator=g) if k.endswith("num_batches_tracked") else
-            torch.rand(s, generator=g) + 0.5 for k, s in shapes.items()}  # fmt: skip
 
 
 @pytest.mark.parametrize("depth", [18, 34, 50])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _data_helpers import shared_data
+from _data_helpers import shared_data, torchvision_state_dict
 
 from fastral import run as cli
 from fastral._lock import FolderLock
@@ -339,6 +339,8 @@ def error_of(argv, capsys) -> str:
             ["--init-checkpoint", "a.pt", "--pretrain-from", "b.pt"],
             "argument --pretrain-from: not with --init-checkpoint",
         ),
+        (["--backbone-weights", "r.pth", "--init-checkpoint", "a.pt"], "argument --backbone-weights: not with --init"),
+        (["--backbone-weights", "/nonexistent.pth"], "argument --backbone-weights: file '/nonexistent.pth' does not"),
     ],
 )
 def test_bad_arguments_are_named(argv, message, capsys):
@@ -443,6 +445,28 @@ def test_policy_training_and_pretraining_can_start_from_other_weights(tmp_path):
     assert start != results["theta0"]["d_r_miou"]
     episode = results["policy_training"]["0/ralis"][0]
     assert episode["rewards"][0] == pytest.approx(100 * (episode["d_r_miou"][0] - start), abs=1e-9)
+
+
+def test_backbone_weights_start_theta0_from_a_torchvision_checkpoint(tmp_path, capsys):
+    """--backbone-weights loads a torchvision ResNet state dict into theta_0's backbone before its pretraining
+    (none here, so theta_0's backbone is exactly the file's); a backbone it does not fit is named with the flag."""
+    weights = tmp_path / "resnet18-random.pth"
+    torch.save(torchvision_state_dict(18), weights)
+    argv = [*TINY, "--policy", "uniform", "--seeds", "0", "--budgets", "2", "--no-plots", "--pretrain", "none",
+            "--backbone-weights", str(weights)]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        results = cli.main([*argv, "--width", "64", "--out", str(tmp_path / "run")])
+        assert error_of([*argv, "--out", str(tmp_path / "bad")], capsys).count("argument --backbone-weights: ") == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert results["theta0"]["pretraining"]["from"] == str(weights)
+    theta0 = torch.load(tmp_path / "run" / "theta0.pt", weights_only=True)["model"]
+    saved = torch.load(weights, weights_only=True)
+    backbone = {k.removeprefix("backbone."): v for k, v in theta0.items() if k.startswith("backbone.")}
+    assert backbone.keys() == {k for k in saved if not k.startswith("fc.")}
+    for name, value in backbone.items():
+        assert torch.equal(value, saved[name]), name
 
 
 def test_cityscapes_path_runs_end_to_end_on_the_real_sample_frames(tmp_path):

@@ -20,7 +20,14 @@ from pathlib import Path
 import torch
 
 from ..data import ALSplits, TrainItem, build_splits, get_preset, load_dataset
-from ..models import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from ..models import (
+    CheckpointError,
+    build_model,
+    load_checkpoint,
+    load_torchvision_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
 from ..training import TrainConfig, evaluate, fit
 from .cache import FeatureCache, FeatureCacheError
 from .presets import RalisConfig
@@ -149,20 +156,27 @@ def pretrain(c: RalisConfig, model, train, splits, reward, reward_indices, progr
 
 
 def make_theta0(config, model, train, splits, reward, reward_indices, out: Path, device, pretrain_from, progress,
-                log) -> dict:  # fmt: skip
-    """Pretrain theta_0 into ``model`` (from ``pretrain_from`` weights if given) and save it as ``<out>/theta0.pt``,
-    or load that file if it was made from the same settings (a resumed run). Returns the pretraining summary."""
-    path, key = out / THETA0_FILE, theta0_key(config, splits, pretrain_from)
+                log, backbone_weights: Path | None = None) -> dict:  # fmt: skip
+    """Pretrain theta_0 into ``model`` (from ``pretrain_from`` weights, or a torchvision ResNet checkpoint
+    ``backbone_weights`` for the backbone, if given) and save it as ``<out>/theta0.pt``, or load that file if it
+    was made from the same settings (a resumed run). Returns the pretraining summary."""
+    path, key = out / THETA0_FILE, theta0_key(config, splits, pretrain_from, backbone_weights)
     if path.is_file() and read_checkpoint(path)["extra"].get("key") == key:
         _, extra = load_checkpoint(path, model)
         log(f"theta_0: reusing {path}")
         return extra["summary"]
+    start = pretrain_from or backbone_weights
     if pretrain_from is not None:
         load_checkpoint(pretrain_from, model)
-    log(f"theta_0: pretraining ({config.pretrain}{f' from {pretrain_from}' if pretrain_from else ''}) ...")
+    if backbone_weights is not None:
+        try:
+            load_torchvision_weights(model, backbone_weights)
+        except (CheckpointError, FileNotFoundError) as exc:
+            raise ValueError(f"argument --backbone-weights: {exc}") from None
+    log(f"theta_0: pretraining ({config.pretrain}{f' from {start}' if start else ''}) ...")
     model.to(device)
     summary = pretrain(config, model, train, splits, reward, reward_indices, progress)
-    summary["from"] = None if pretrain_from is None else str(pretrain_from)
+    summary["from"] = None if start is None else str(start)
     model.cpu()
     save_checkpoint(path, model, key=key, summary=summary)
     return summary
@@ -176,7 +190,8 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def theta0_key(config: RalisConfig, splits: ALSplits, pretrain_from: Path | None = None) -> dict:
+def theta0_key(config: RalisConfig, splits: ALSplits, pretrain_from: Path | None = None,
+               backbone_weights: Path | None = None) -> dict:  # fmt: skip
     """What a saved theta_0 was made from (checked before reusing it)."""
     fields = ("dataset", "image_size", "region", "scale", "streets_seed", "streets_images", "model", "width",
               "fpn_channels", "head_channels", "dropout", "pretrain", "pretrain_images", "pretrain_epochs",
@@ -184,7 +199,10 @@ def theta0_key(config: RalisConfig, splits: ALSplits, pretrain_from: Path | None
               "grad_clip", "reward_images", "eval_batch_size")  # fmt: skip
     full = config.to_dict()
     start = None if pretrain_from is None else file_hash(pretrain_from)
-    return {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"], "pretrain_from": start}
+    key = {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"], "pretrain_from": start}
+    if backbone_weights is not None:  # only then: the theta_0 of a run made before this option keeps its key
+        key["backbone_weights"] = file_hash(backbone_weights)
+    return key
 
 
 def prepare(
@@ -195,6 +213,7 @@ def prepare(
     *,
     init_checkpoint: Path | None = None,
     pretrain_from: Path | None = None,
+    backbone_weights: Path | None = None,
     train_init_checkpoint: Path | None = None,
     splits_file: Path | None = None,
     cache_file: Path | None = None,
@@ -235,7 +254,7 @@ def prepare(
         summary = {"source": f"checkpoint {init_checkpoint}"}
     else:
         summary = make_theta0(config, model, train, splits, reward, reward_indices, out, device, pretrain_from,
-                              progress, log)  # fmt: skip
+                              progress, log, backbone_weights)  # fmt: skip
     model.to(device).eval()
     theta0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     d_r_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou

@@ -149,8 +149,8 @@ def load_torchvision_weights(model: SemanticFPN, path: str | os.PathLike) -> Sem
     if problems:
         raise CheckpointError(
             f"backbone weights '{path}' do not fit a ResNet-{backbone.depth} of width {backbone.width}: "
-            f"{problems}. torchvision checkpoints fit width 64 (the 'paper' preset, or --width 64) "
-            "and the same depth (--backbone)"
+            f"{problems}. torchvision checkpoints fit width 64 (the 'paper' model, or --width 64) and their own "
+            "depth (the 'paper' model is a ResNet-50, 'compact' a ResNet-18; fastral.train also has --backbone)"
         )
     backbone.load_state_dict(weights)
     return model
