@@ -24,6 +24,7 @@ the exit status is then 1, after the clean tasks have been written.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ import numpy as np
 from ._extras import missing_extra
 
 try:  # needs the [al] extra (Pillow): say so instead of an ImportError
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from ._atomic import atomic_write, write_json
     from .data import IGNORE_INDEX, ImageFileError
@@ -82,11 +83,22 @@ def decode_rle(rle: list[int], num_pixels: int) -> np.ndarray:
 
 
 def polygon_mask(points_percent: list, width: int, height: int) -> np.ndarray:
-    """Bool ``[H, W]`` of a Label Studio polygon (vertices in percent of the image width and height)."""
-    im = Image.new("L", (width, height), 0)
-    xy = [(x * width / 100, y * height / 100) for x, y in points_percent]
-    ImageDraw.Draw(im).polygon(xy, fill=1, outline=1)
-    return np.array(im, bool)
+    """Bool ``[H, W]`` of a Label Studio polygon (vertices in percent of the image width and height): the pixels
+    whose centre lies inside it (even-odd rule). Pixel ``(i, j)`` spans ``[j, j+1) x [i, i+1)`` in image
+    coordinates, so a polygon along a region's borders covers exactly that region's pixels (PIL's rasteriser
+    would add the row and column on its far edges, which may belong to a neighbouring region)."""
+    pts = np.asarray(points_percent, dtype=np.float64).reshape(-1, 2) * (width / 100, height / 100)
+    (x0, y0), (x1, y1) = pts.T, np.roll(pts, -1, axis=0).T
+    mask = np.zeros((height, width), bool)
+    first, last = max(int(np.floor(y0.min())), 0), min(int(np.ceil(y0.max())), height)
+    for row in range(first, last):
+        centre = row + 0.5
+        crosses = (y0 <= centre) != (y1 <= centre)  # half-open: a vertex on the scan line counts once
+        t = (centre - y0[crosses]) / (y1[crosses] - y0[crosses])
+        xs = np.sort(x0[crosses] + t * (x1[crosses] - x0[crosses]))
+        for a, b in zip(xs[0::2], xs[1::2], strict=True):  # pixel centres j + 0.5 in [a, b)
+            mask[row, max(math.ceil(a - 0.5), 0) : max(min(math.ceil(b - 0.5), width), 0)] = True
+    return mask
 
 
 # -- the selection ------------------------------------------------------------------------------------------------

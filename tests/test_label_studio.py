@@ -95,6 +95,16 @@ def server(tmp_path):
         log.close()
 
 
+def box_labels(truth: np.ndarray, boxes) -> np.ndarray:
+    """255 outside the boxes, each box filled with its most common non-void ground-truth class (0 if all void)."""
+    label = np.full_like(truth, 255)
+    for b in boxes:
+        rows, cols = slice(b["y"], b["y"] + b["height"]), slice(b["x"], b["x"] + b["width"])
+        ids = truth[rows, cols]
+        label[rows, cols] = np.bincount(ids[ids != 255], minlength=1).argmax()
+    return label
+
+
 @pytest.mark.slow
 def test_label_studio_round_trip(server, tmp_path, single_thread):  # noqa: F811
     images, truth = server["images"], server["truth"]
@@ -120,8 +130,10 @@ def test_label_studio_round_trip(server, tmp_path, single_thread):  # noqa: F811
     state = labels.main(["import", "--selection", str(tmp_path / "sel" / "selected_regions.json"), "--label-studio",
                          str(tmp_path / "export.json"), "--out", str(out)])  # fmt: skip
     assert [(r["image"], r["box"]) for r in state["regions"]] == [(r["image"], r["box"]) for r in sel["regions"]]
+    polygons = json.loads((tmp_path / "polygon_task.json").read_text())["image"]  # its regions: one class each
     for rel in {r["image"] for r in sel["regions"]}:
-        expected = expected_label(truth[rel], [r["box"] for r in sel["regions"] if r["image"] == rel])
+        boxes = [r["box"] for r in sel["regions"] if r["image"] == rel]
+        expected = expected_label(truth[rel], boxes) if rel != polygons else box_labels(truth[rel], boxes)
         np.testing.assert_array_equal(np.array(Image.open(out / label_path(rel))), expected, err_msg=rel)
 
     summary = fine_tune(images, out, ckpt, tmp_path / "ft", batch_size=8)

@@ -98,6 +98,30 @@ def test_mask_problems_are_reported_per_task(selected, tmp_path, capsys):
     assert {e["image"] for e in written["images"]} == set(chosen) - {missing, small, unknown}
 
 
+def test_a_polygon_covers_the_pixels_whose_centre_is_inside():
+    """Vertices on pixel borders cover exactly the enclosed pixels (not the row and column beyond, which may be
+    a neighbouring region's); a concave polygon and one reaching outside the image are filled by the same rule."""
+    w, h = 30, 20
+
+    def percent(points):
+        return [[100 * x / w, 100 * y / h] for x, y in points]
+
+    box = labels.polygon_mask(percent([(10, 5), (20, 5), (20, 15), (10, 15)]), w, h)
+    expected = np.zeros((h, w), bool)
+    expected[5:15, 10:20] = True
+    np.testing.assert_array_equal(box, expected)
+    notch = labels.polygon_mask(percent([(0, 0), (30, 0), (30, 20), (20, 20), (20, 10), (10, 10), (10, 20),
+                                         (0, 20)]), w, h)  # fmt: skip
+    expected = np.ones((h, w), bool)
+    expected[10:, 10:20] = False
+    np.testing.assert_array_equal(notch, expected)
+    beyond = labels.polygon_mask(percent([(-5, -5), (35, -5), (35, 25), (-5, 25)]), w, h)
+    assert beyond.all()
+    triangle = labels.polygon_mask(percent([(0, 0), (30, 0), (0, 20)]), w, h)
+    ii, jj = np.mgrid[0:h, 0:w]
+    np.testing.assert_array_equal(triangle, (jj + 0.5) / 30 + (ii + 0.5) / 20 < 1)
+
+
 def test_label_studio_polygons_and_every_kind_of_problem(selected, tmp_path, capsys):
     _, _, _, sel, sel_path = selected
     by_image = {}
@@ -132,7 +156,7 @@ def test_label_studio_polygons_and_every_kind_of_problem(selected, tmp_path, cap
         labels.main(["import", "--selection", str(sel_path), "--label-studio", str(export), "--out", str(out)])
     err = capsys.readouterr().err
     assert f"{first}: result 1 (polygonlabels 'unicorn'): unknown class name 'unicorn'" in err
-    assert f"{first}: result 2 (polygonlabels 'sky'): its 121 pixels are all outside every selected region" in err
+    assert f"{first}: result 2 (polygonlabels 'sky'): its 100 pixels are all outside every selected region" in err
     assert f"{others[0]}: result 0 (polygonlabels 'sky'): annotated on a 480x360 image, the selected image is " \
            "240x180; task not used" in err  # fmt: skip
     assert "task 3: this task is not in the selection" in err
