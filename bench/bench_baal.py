@@ -66,8 +66,14 @@ def test_region_bald_on_baal_predictions(benchmark, machine, case, provider):
     name, ns = case
     call, native = PROVIDERS[provider]
     shape, region = CASES[name]
-    out = run(benchmark, machine, f"region BALD {name} {list(shape)} f32 logits, {region} regions", provider,
-              lambda: eval(call, ns), bytes_read=ns["x"].nbytes)  # fmt: skip
+    out = run(
+        benchmark,
+        machine,
+        f"region BALD {name} {list(shape)} f32 logits, {region} regions",
+        provider,
+        lambda: eval(call, ns),
+        bytes_read=ns["x"].nbytes,
+    )
     np.testing.assert_allclose(out, ns["expected"], rtol=1e-4, atol=1e-5)
     if not benchmark.disabled:  # the peak memory of one call, in a fresh process (input and imports excluded)
         setup = SETUP.format(shape=shape, region=region, native=native)

@@ -69,8 +69,10 @@ def run_selection(benchmark, machine, folder, provider: str, make_scorer):
         outside = 1 - timer.seconds[FORWARD] / total
         benchmark.extra_info.update(images_per_s=len(files) / benchmark.stats.stats.median, outside_forward=outside)
         # Reported, not asserted: on a shared 2-core machine the share moves with the other jobs' load.
-        print(f"\n{provider}: {len(files) / benchmark.stats.stats.median:.2f} images/s, "
-              f"{100 * outside:.1f}% of the time outside forward passes (target < 5%)")  # fmt: skip
+        print(
+            f"\n{provider}: {len(files) / benchmark.stats.stats.median:.2f} images/s, "
+            f"{100 * outside:.1f}% of the time outside forward passes (target < 5%)"
+        )
 
 
 def test_entropy(benchmark, machine, folder, model):
@@ -79,5 +81,6 @@ def test_entropy(benchmark, machine, folder, model):
 
 
 def test_bald_20_samples(benchmark, machine, folder, model):
-    run_selection(benchmark, machine, folder, "bald (20 samples)",
-                  lambda t: BaldScorer(t, model, torch.device("cpu"), 20, seed=0))  # fmt: skip
+    run_selection(
+        benchmark, machine, folder, "bald (20 samples)", lambda t: BaldScorer(t, model, torch.device("cpu"), 20, seed=0)
+    )

@@ -144,14 +144,16 @@ def paint(target: SelectionImage, mask: np.ndarray, class_id: int, what: str, re
     """Paint ``class_id`` where ``mask`` is inside the image's regions; report a mask with no pixel inside."""
     inside = mask & target.inside
     if not inside.any():
-        report.add(target.image, f"{what}: its {int(mask.sum())} pixels are all outside every selected region; "
-                   "not used")  # fmt: skip
+        report.add(
+            target.image, f"{what}: its {int(mask.sum())} pixels are all outside every selected region; not used"
+        )
         return
     target.label[inside] = class_id
 
 
-def import_label_studio(export: Path, images: dict[str, SelectionImage], class_ids: dict[str, int],
-                        report: Report) -> set[str]:  # fmt: skip
+def import_label_studio(
+    export: Path, images: dict[str, SelectionImage], class_ids: dict[str, int], report: Report
+) -> set[str]:
     """Paint each task's latest answer; returns the images that had one."""
     tasks = read_json(export, "argument --label-studio: export")
     if not isinstance(tasks, list):
@@ -161,8 +163,12 @@ def import_label_studio(export: Path, images: dict[str, SelectionImage], class_i
         image = (task.get("data") or {}).get("fastral_image")
         name = image or f"task {task.get('id', n)}"
         if image not in images:
-            report.add(name, "this task is not in the selection (no 'fastral_image' in its data, or another "
-                       "selection's image); not used", skip=True)  # fmt: skip
+            report.add(
+                name,
+                "this task is not in the selection (no 'fastral_image' in its data, or another "
+                "selection's image); not used",
+                skip=True,
+            )
             continue
         answers = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
         if not answers:
@@ -180,8 +186,12 @@ def import_label_studio(export: Path, images: dict[str, SelectionImage], class_i
             what = f"result {k} ({kind} {names[0] if names else '?'!r})"
             size = (result.get("original_width"), result.get("original_height"))
             if size != (target.width, target.height):
-                report.add(image, f"{what}: annotated on a {size[0]}x{size[1]} image, the selected image is "
-                           f"{target.width}x{target.height}; task not used", skip=True)  # fmt: skip
+                report.add(
+                    image,
+                    f"{what}: annotated on a {size[0]}x{size[1]} image, the selected image is "
+                    f"{target.width}x{target.height}; task not used",
+                    skip=True,
+                )
                 break
             if kind not in ("brushlabels", "polygonlabels") or len(names) != 1:
                 report.add(image, f"{what}: expected a brush or polygon result with one label; not used")
@@ -220,8 +230,12 @@ def import_masks(folder: Path, images: dict[str, SelectionImage], num_classes: i
             continue
         answered.add(image)
         if ids.shape != (target.height, target.width):
-            report.add(image, f"mask '{path}' is {ids.shape[1]}x{ids.shape[0]}, the selected image is "
-                       f"{target.width}x{target.height}; not used", skip=True)  # fmt: skip
+            report.add(
+                image,
+                f"mask '{path}' is {ids.shape[1]}x{ids.shape[0]}, the selected image is "
+                f"{target.width}x{target.height}; not used",
+                skip=True,
+            )
             continue
         bad = np.unique(ids[target.inside & (ids >= num_classes) & (ids != IGNORE_INDEX)])
         if bad.size:
@@ -247,15 +261,21 @@ def check_images(root: Path, images: dict[str, SelectionImage], report: Report) 
             report.add(image, f"{exc}; not used", skip=True)
             continue
         if size != (target.width, target.height):
-            report.add(image, f"image is {size[0]}x{size[1]} now, {target.width}x{target.height} when it was "
-                       "selected; not used", skip=True)  # fmt: skip
+            report.add(
+                image,
+                f"image is {size[0]}x{size[1]} now, {target.width}x{target.height} when it was selected; not used",
+                skip=True,
+            )
 
 
 def write_labels(out: Path, sel: dict, images: dict[str, SelectionImage], source: str, report: Report) -> dict:
     """Write the label PNGs of the clean images and the updated labelled.json; returns labelled.json."""
     previous = out / LABELLED_FILE
-    state = read_json(previous, "labels file", LABELLED_FORMAT) if previous.exists() else {
-        "format": LABELLED_FORMAT, "class_names": sel["class_names"], "images": [], "regions": []}  # fmt: skip
+    state = (
+        read_json(previous, "labels file", LABELLED_FORMAT)
+        if previous.exists()
+        else {"format": LABELLED_FORMAT, "class_names": sel["class_names"], "images": [], "regions": []}
+    )
     if state["class_names"] != sel["class_names"]:
         raise FolderError(f"'{previous}' has classes {state['class_names']}, the selection {sel['class_names']}")
     entries = {e["image"]: e for e in state["images"]}
@@ -270,8 +290,16 @@ def write_labels(out: Path, sel: dict, images: dict[str, SelectionImage], source
             if (target.label[y : y + h, x : x + w] == IGNORE_INDEX).all():
                 report.add(image, f"region {r['order']} (x={x}, y={y}, {w}x{h}) received no label; not added")
             elif (image, (y, x, h, w)) not in known:
-                regions.append({"image": image, "box": r["box"], "selection_order": r["order"], "source": source,
-                                "network_hash": r["network_hash"], "policy": r["policy"]})  # fmt: skip
+                regions.append(
+                    {
+                        "image": image,
+                        "box": r["box"],
+                        "selection_order": r["order"],
+                        "source": source,
+                        "network_hash": r["network_hash"],
+                        "policy": r["policy"],
+                    }
+                )
         if not regions:
             continue
         label = target.label
@@ -311,8 +339,12 @@ def run_import(args: argparse.Namespace) -> tuple[dict, Report]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m fastral.labels", description="Labels of selected regions.")
     sub = p.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help="turn a labelling tool's answers into partial label PNGs + labelled.json",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    imp = sub.add_parser(
+        "import",
+        help="turn a labelling tool's answers into partial label PNGs + labelled.json",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     imp.add_argument("--selection", type=Path, required=True, help="selected_regions.json of fastral.select")
     src = imp.add_mutually_exclusive_group(required=True)
     src.add_argument("--label-studio", type=Path, metavar="EXPORT.json", help="a Label Studio JSON export")
@@ -333,9 +365,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{image}: {problem}", file=sys.stderr)
     print(f"{args.out / LABELLED_FILE}: {len(state['regions'])} labelled regions in {len(state['images'])} images")
     if report.problems:
-        sys.exit(f"fastral.labels: {sum(map(len, report.problems.values()))} problems in "
-                 f"{len(report.problems)} tasks (see above and {args.out / REPORT_FILE}); the clean tasks were "
-                 "written")  # fmt: skip
+        sys.exit(
+            f"fastral.labels: {sum(map(len, report.problems.values()))} problems in "
+            f"{len(report.problems)} tasks (see above and {args.out / REPORT_FILE}); the clean tasks were "
+            "written"
+        )
     return state
 
 

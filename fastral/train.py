@@ -92,8 +92,11 @@ def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     need(args.crop is None or min(args.crop) >= 1, "crop", "sizes >= 1")
     for flag in ("seed", "streets-seed"):
         need(0 <= getattr(args, flag.replace("-", "_")) <= MAX_SEED, flag, f"a seed in [0, {MAX_SEED}]")
-    need(args.backbone_weights is None or args.init_checkpoint is None, "backbone-weights",
-         "no --backbone-weights with --init-checkpoint (that checkpoint holds the backbone)")  # fmt: skip
+    need(
+        args.backbone_weights is None or args.init_checkpoint is None,
+        "backbone-weights",
+        "no --backbone-weights with --init-checkpoint (that checkpoint holds the backbone)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -196,8 +199,9 @@ def _plain(x):
 def _new_model(args, p: argparse.ArgumentParser, num_classes: int) -> SemanticFPN:
     """A new network of --model and the size flags, its backbone loaded from --backbone-weights if given."""
     overrides = {k: v for k in ("backbone", *_MODEL_SIZE_FLAGS) if (v := getattr(args, k))}
-    model = build_model(num_classes, args.model, dropout=args.dropout, train_dropout=not args.no_train_dropout,
-                        **overrides)  # fmt: skip
+    model = build_model(
+        num_classes, args.model, dropout=args.dropout, train_dropout=not args.no_train_dropout, **overrides
+    )
     if args.backbone_weights is not None:
         try:
             load_torchvision_weights(model, args.backbone_weights)
@@ -234,27 +238,49 @@ def train_on_folder(args, p: argparse.ArgumentParser) -> dict:
     # Crops default to the largest labelled region, so images of any sizes batch together.
     crop = tuple(args.crop) if args.crop else tuple(max(it.box[k] for it in items) for k in (2, 3))
     config = TrainConfig(
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size, crop=crop,
-        hflip=not args.no_hflip, grad_clip=args.grad_clip or None,
-    )  # fmt: skip
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        crop=crop,
+        hflip=not args.no_hflip,
+        grad_clip=args.grad_clip or None,
+    )
     optimizer = make_optimizer(model, config)
     total = args.epochs * math.ceil(len(items) / args.batch_size)
     scheduler = poly_schedule(optimizer, total) if args.lr_schedule == "poly" else None
     print(f"train: {data!r}\nmodel: {model.config}, {torch.get_num_threads()} threads")
     generator = torch.Generator().manual_seed(args.seed)
     try:
-        stats = train_steps(model, data, items, optimizer, config, epochs=args.epochs, scheduler=scheduler,
-                            generator=generator, progress=not args.no_progress)  # fmt: skip
+        stats = train_steps(
+            model,
+            data,
+            items,
+            optimizer,
+            config,
+            epochs=args.epochs,
+            scheduler=scheduler,
+            generator=generator,
+            progress=not args.no_progress,
+        )
     except TrainingDivergedError as exc:
         sys.exit(f"fastral.train: error: {exc}")
     out = args.out or Path("runs") / "train-folder"
     save_checkpoint(out / "last.pt", model, optimizer, iterations=stats.iterations, loss=stats.loss)
-    summary = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "images": len(data), "regions": len(items), "crop": list(crop), "iterations": stats.iterations,
-               "mean_loss": stats.loss, "seconds_total": stats.seconds}  # fmt: skip
+    summary = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "images": len(data),
+        "regions": len(items),
+        "crop": list(crop),
+        "iterations": stats.iterations,
+        "mean_loss": stats.loss,
+        "seconds_total": stats.seconds,
+    }
     write_json(out / "metrics.json", _plain(summary))
-    print(f"{stats.iterations} iterations on {len(items)} regions of {len(data)} images, mean loss "
-          f"{stats.loss:.4f}; wrote {out / 'last.pt'} and {out / 'metrics.json'}")  # fmt: skip
+    print(
+        f"{stats.iterations} iterations on {len(items)} regions of {len(data)} images, mean loss "
+        f"{stats.loss:.4f}; wrote {out / 'last.pt'} and {out / 'metrics.json'}"
+    )
     return summary
 
 
@@ -278,21 +304,37 @@ def main(argv: list[str] | None = None) -> dict:
         load_checkpoint(args.init_checkpoint, model, skip_classifier=args.init_skip_classifier)
     model.to(args.device)
     config = TrainConfig(
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
-        crop=tuple(args.crop) if args.crop else None, hflip=not args.no_hflip, grad_clip=args.grad_clip or None,
-    )  # fmt: skip
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        crop=tuple(args.crop) if args.crop else None,
+        hflip=not args.no_hflip,
+        grad_clip=args.grad_clip or None,
+    )
     print(f"train: {train!r} ({len(train_images)} images)\nval:   {val!r} ({len(val_images)} images)")
-    print(f"model: {model.config} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"model: {model.config} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
+        f"{torch.get_num_threads()} threads"
+    )
     items = [TrainItem(i) for i in train_images]  # full labels, read per batch
     start = time.perf_counter()
     try:
         result = fit(
-            model, train, items, val, config, epochs=args.epochs, patience=args.patience, val_indices=val_images,
-            lr_schedule=args.lr_schedule, checkpoint=out / "best.pt",
-            generator=torch.Generator().manual_seed(args.seed), progress=not args.no_progress,
+            model,
+            train,
+            items,
+            val,
+            config,
+            epochs=args.epochs,
+            patience=args.patience,
+            val_indices=val_images,
+            lr_schedule=args.lr_schedule,
+            checkpoint=out / "best.pt",
+            generator=torch.Generator().manual_seed(args.seed),
+            progress=not args.no_progress,
             eval_batch_size=args.eval_batch_size,
-        )  # fmt: skip
+        )
     except TrainingDivergedError as exc:
         sys.exit(f"fastral.train: error: {exc}")
     total = time.perf_counter() - start
@@ -308,8 +350,10 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds_per_epoch_total": total / max(epochs_run, 1),
         "history": result.history,
     }
-    print(f"\nbest val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch} of {epochs_run} "
-          f"({summary['seconds_per_epoch_train']:.1f} s/epoch training, {total:.0f} s in all)")  # fmt: skip
+    print(
+        f"\nbest val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch} of {epochs_run} "
+        f"({summary['seconds_per_epoch_train']:.1f} s/epoch training, {total:.0f} s in all)"
+    )
     if result.best is not None:
         print(result.best.table())
     if args.test_split:

@@ -291,8 +291,14 @@ def fit(
         )
         start = time.perf_counter()
         ev = evaluate(model, val_set, val_indices, eval_batch_size, progress=progress)
-        row = {"epoch": epoch, "loss": stats.loss, "miou": ev.miou, "lr": lr, "train_s": stats.seconds,
-               "eval_s": time.perf_counter() - start}  # fmt: skip
+        row = {
+            "epoch": epoch,
+            "loss": stats.loss,
+            "miou": ev.miou,
+            "lr": lr,
+            "train_s": stats.seconds,
+            "eval_s": time.perf_counter() - start,
+        }
         result.history.append(row)
         improved = ev.miou > result.best_miou
         if improved:

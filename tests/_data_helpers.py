@@ -38,5 +38,9 @@ def torchvision_state_dict(depth: int, seed: int = 0) -> dict:
     listing = REPO / "tests" / "data" / "torchvision_resnet_state_dict_shapes.json"
     shapes = json.loads(listing.read_text())["models"][f"resnet{depth}"]
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randint(0, 5, s, generator=g) if k.endswith("num_batches_tracked") else
-            torch.rand(s, generator=g) + 0.5 for k, s in shapes.items()}  # fmt: skip
+    return {
+        k: torch.randint(0, 5, s, generator=g)
+        if k.endswith("num_batches_tracked")
+        else torch.rand(s, generator=g) + 0.5
+        for k, s in shapes.items()
+    }

@@ -43,8 +43,18 @@ def tiny_checkpoint(path: Path, num_classes: int = 11, seed: int = 0) -> Path:
 
 def run_select(images: Path, checkpoint: Path, out: Path, *extra: str) -> dict:
     """``python -m fastral.select`` in-process on one thread; returns selected_regions.json."""
-    argv = ["--images", str(images), "--checkpoint", str(checkpoint), "--out", str(out), "--threads", "1",
-            "--no-progress", *extra]  # fmt: skip
+    argv = [
+        "--images",
+        str(images),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
     return select.main(argv)
 
 
@@ -59,6 +69,21 @@ def expected_label(truth: np.ndarray, boxes) -> np.ndarray:
 
 def fine_tune(images: Path, labels: Path, checkpoint: Path, out: Path, batch_size: int) -> dict:
     """``python -m fastral.train --images --labels`` in-process: one epoch on one thread; returns its summary."""
-    argv = ["--images", str(images), "--labels", str(labels), "--init-checkpoint", str(checkpoint), "--epochs", "1",
-            "--batch-size", str(batch_size), "--threads", "1", "--no-progress", "--out", str(out)]  # fmt: skip
+    argv = [
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--init-checkpoint",
+        str(checkpoint),
+        "--epochs",
+        "1",
+        "--batch-size",
+        str(batch_size),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     return train.main(argv)

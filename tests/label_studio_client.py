@@ -53,9 +53,17 @@ def main(url: str, token: str, out: Path, selection: Path, truth: Path) -> None:
             if c == 255:
                 continue  # void stays unpainted
             mask = ((gt == c) & inside).astype(np.uint8) * 255
-            result.append({"from_name": "brush", "to_name": "image", "type": "brushlabels", "original_width": w,
-                           "original_height": h, "image_rotation": 0,
-                           "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": [names[c]]}})  # fmt: skip
+            result.append(
+                {
+                    "from_name": "brush",
+                    "to_name": "image",
+                    "type": "brushlabels",
+                    "original_width": w,
+                    "original_height": h,
+                    "image_rotation": 0,
+                    "value": {"format": "rle", "rle": mask2rle(mask), "brushlabels": [names[c]]},
+                }
+            )
         ls.annotations.create(id=task.id, result=result, lead_time=1.0)
     export = ls.projects.exports.create(id=project.id, title="fastral")
     for _ in range(120):
@@ -84,8 +92,15 @@ def polygon(b: dict, label: str, w: int, h: int) -> dict:
     x0, y0, x1, y1 = b["x"], b["y"], b["x"] + b["width"], b["y"] + b["height"]
     points = [[100 * x / w, 100 * y / h] for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))]
     value = {"points": points, "polygonlabels": [label]}
-    return {"from_name": "polygon", "to_name": "image", "type": "polygonlabels", "original_width": w,
-            "original_height": h, "image_rotation": 0, "value": value}  # fmt: skip
+    return {
+        "from_name": "polygon",
+        "to_name": "image",
+        "type": "polygonlabels",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": value,
+    }
 
 
 if __name__ == "__main__":

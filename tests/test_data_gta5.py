@@ -10,8 +10,27 @@ from fastral.data.fixtures import write_gta5, write_png
 SMALL = (26, 48)
 
 # Expected class maps, written out independently of the loader: Cityscapes label id -> class.
-TO_CITYSCAPES = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-                 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
+TO_CITYSCAPES = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 TO_CAMVID = {7: 3, 8: 4, 11: 1, 13: 7, 17: 2, 19: 6, 20: 6, 21: 5, 23: 0, 24: 9, 26: 8, 27: 8, 28: 8, 32: 8, 33: 10}
 
 

@@ -82,9 +82,13 @@ def fill(agent, steps, terminal_last=True):
     for step in range(steps):
         last = terminal_last and step == steps - 1
         agent.remember(
-            torch.randn(R, DS), torch.randn(K, N, DA), torch.randint(0, N, (K,)), float(step),
-            None if last else torch.randn(R, DS), None if last else torch.randn(K, N, DA),
-        )  # fmt: skip
+            torch.randn(R, DS),
+            torch.randn(K, N, DA),
+            torch.randint(0, N, (K,)),
+            float(step),
+            None if last else torch.randn(R, DS),
+            None if last else torch.randn(K, N, DA),
+        )
         agent.end_step()
 
 
@@ -225,6 +229,8 @@ def test_a_trained_query_network_learns_the_known_best_action_and_the_untrained_
     _entropy_world(trained, rng, 200)
     pools = torch.from_numpy(rng.normal(size=(512, N, DA)).astype(np.float32))
     state = torch.from_numpy(rng.normal(size=(R, DS)).astype(np.float32))
-    picked = {name: float(pools[torch.arange(512), agent.select(pools, state, explore=False), 0].mean())
-              for name, agent in (("trained", trained), ("untrained", untrained))}  # fmt: skip
+    picked = {
+        name: float(pools[torch.arange(512), agent.select(pools, state, explore=False), 0].mean())
+        for name, agent in (("trained", trained), ("untrained", untrained))
+    }
     assert picked["trained"] > 0.6 and picked["untrained"] < 0.45, picked

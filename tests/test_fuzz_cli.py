@@ -21,11 +21,28 @@ settings.register_profile("fastral-cli", max_examples=150, deadline=None, suppre
 NUMBERS = st.sampled_from(
     ["0", "1", "2", "8", "16", "64", "0.5", "-1", "2.5", "1e9", "4294967296", "nan", "inf", "-inf", "abc", "", "0x10"]
 )
-RUN_FLAGS = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(RalisConfig)
-             if f.metadata.get("cli", True)] + ["--threads", "--policy", "--preset", "--dataset"]  # fmt: skip
-TRAIN_FLAGS = ["--epochs", "--patience", "--batch-size", "--eval-batch-size", "--lr", "--momentum", "--weight-decay",
-               "--grad-clip", "--dropout", "--scale", "--seed", "--streets-seed", "--crop", "--threads",
-               "--max-train-images", "--max-val-images", "--width"]  # fmt: skip
+RUN_FLAGS = [
+    "--" + f.name.replace("_", "-") for f in dataclasses.fields(RalisConfig) if f.metadata.get("cli", True)
+] + ["--threads", "--policy", "--preset", "--dataset"]
+TRAIN_FLAGS = [
+    "--epochs",
+    "--patience",
+    "--batch-size",
+    "--eval-batch-size",
+    "--lr",
+    "--momentum",
+    "--weight-decay",
+    "--grad-clip",
+    "--dropout",
+    "--scale",
+    "--seed",
+    "--streets-seed",
+    "--crop",
+    "--threads",
+    "--max-train-images",
+    "--max-val-images",
+    "--width",
+]
 
 
 def command_line(flags):
@@ -74,17 +91,34 @@ JSON = st.recursive(
 )
 
 
-DAMAGED_FIELDS = [("format",), ("dataset",), ("seed",), ("d_s_kl",), ("sets",), ("sets", "d_t"),
-                  ("sets", "d_t", "indices"), ("sets", "d_t", "files"), ("sets", "d_v", "split")]  # fmt: skip
+DAMAGED_FIELDS = [
+    ("format",),
+    ("dataset",),
+    ("seed",),
+    ("d_s_kl",),
+    ("sets",),
+    ("sets", "d_t"),
+    ("sets", "d_t", "indices"),
+    ("sets", "d_t", "files"),
+    ("sets", "d_v", "split"),
+]
 
 
 @st.composite
 def split_documents(draw):
     """Mostly well-formed split files with one field replaced by arbitrary JSON, sometimes pure noise."""
-    sets = {name: {"split": "train", "indices": [i], "files": [f"f{i}"]}
-            for i, name in enumerate(("d_s", "d_t", "d_r", "d_v", "test"))}  # fmt: skip
-    doc = {"format": "fastral-al-splits/1", "dataset": "streets", "seed": 0, "d_s_kl": 0.1,
-           "class_distribution": {}, "sets": sets}  # fmt: skip
+    sets = {
+        name: {"split": "train", "indices": [i], "files": [f"f{i}"]}
+        for i, name in enumerate(("d_s", "d_t", "d_r", "d_v", "test"))
+    }
+    doc = {
+        "format": "fastral-al-splits/1",
+        "dataset": "streets",
+        "seed": 0,
+        "d_s_kl": 0.1,
+        "class_distribution": {},
+        "sets": sets,
+    }
     if draw(st.integers(0, 9)) == 0:
         return draw(JSON)
     path = draw(st.sampled_from(DAMAGED_FIELDS))

@@ -59,15 +59,31 @@ def server(tmp_path):
         pytest.skip("Label Studio is not installed: set FASTRAL_LABEL_STUDIO or install it into .venv-ls (README)")
     images, truth = camvid_folder(tmp_path)
     port, token = free_port(), secrets.token_hex(20)
-    env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "ls-data"),
-           "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(images.resolve().parent),
-           "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true"}  # fmt: skip
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "ls-data"),
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(images.resolve().parent),
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+    }
     # A throw-away user with a legacy token: legacy tokens are off by default, --enable-legacy-api-token turns
     # them on for this new organisation (personal access tokens would need a login round trip first).
-    cmd = [str(exe), "start", "--no-browser", "--port", str(port), "--host", "127.0.0.1", "--username",
-           "annotator@fastral.test", "--password", secrets.token_hex(12), "--user-token", token,
-           "--enable-legacy-api-token"]  # fmt: skip
+    cmd = [
+        str(exe),
+        "start",
+        "--no-browser",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--username",
+        "annotator@fastral.test",
+        "--password",
+        secrets.token_hex(12),
+        "--user-token",
+        token,
+        "--enable-legacy-api-token",
+    ]
     log = open(tmp_path / "server.log", "wb")  # closed in the finally below
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url, start = f"http://127.0.0.1:{port}", time.monotonic()
@@ -80,8 +96,10 @@ def server(tmp_path):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() - start > START_TIMEOUT_S:
-                pytest.fail(f"Label Studio did not answer /health within {START_TIMEOUT_S} s:\n"
-                            f"{(tmp_path / 'server.log').read_text()[-3000:]}")  # fmt: skip
+                pytest.fail(
+                    f"Label Studio did not answer /health within {START_TIMEOUT_S} s:\n"
+                    f"{(tmp_path / 'server.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         print(f"Label Studio answered /health after {time.monotonic() - start:.1f} s")
         yield {"url": url, "token": token, "python": exe.with_name("python"), "images": images, "truth": truth}
@@ -114,8 +132,15 @@ def test_label_studio_round_trip(server, tmp_path, single_thread):  # noqa: F811
     for rel, ids in truth.items():
         (truth_dir / label_path(rel)).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(ids).save(truth_dir / label_path(rel))
-    client = [str(server["python"]), str(CLIENT), server["url"], server["token"], str(tmp_path),
-              str(tmp_path / "sel" / "selected_regions.json"), str(truth_dir)]  # fmt: skip
+    client = [
+        str(server["python"]),
+        str(CLIENT),
+        server["url"],
+        server["token"],
+        str(tmp_path),
+        str(tmp_path / "sel" / "selected_regions.json"),
+        str(truth_dir),
+    ]
     done = subprocess.run(client, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -127,8 +152,17 @@ def test_label_studio_round_trip(server, tmp_path, single_thread):  # noqa: F811
     assert len(export) == len({r["image"] for r in sel["regions"]})
     assert all(t["annotations"][0]["result"] for t in export)
     out = tmp_path / "labels"
-    state = labels.main(["import", "--selection", str(tmp_path / "sel" / "selected_regions.json"), "--label-studio",
-                         str(tmp_path / "export.json"), "--out", str(out)])  # fmt: skip
+    state = labels.main(
+        [
+            "import",
+            "--selection",
+            str(tmp_path / "sel" / "selected_regions.json"),
+            "--label-studio",
+            str(tmp_path / "export.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert [(r["image"], r["box"]) for r in state["regions"]] == [(r["image"], r["box"]) for r in sel["regions"]]
     polygons = json.loads((tmp_path / "polygon_task.json").read_text())["image"]  # its regions: one class each
     for rel in {r["image"] for r in sel["regions"]}:

@@ -14,8 +14,19 @@ from fastral import labels, train
 from fastral.data.folder import PartialLabelFolder, label_path
 
 REGION = ("45", "40")
-CAMVID = ["sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car", "pedestrian",
-          "bicyclist"]  # fmt: skip
+CAMVID = [
+    "sky",
+    "building",
+    "pole",
+    "road",
+    "pavement",
+    "tree",
+    "sign_symbol",
+    "fence",
+    "car",
+    "pedestrian",
+    "bicyclist",
+]
 
 
 @pytest.fixture
@@ -52,8 +63,9 @@ def test_masks_import_keeps_region_pixels_and_training_uses_exactly_them(selecte
     assert [(r["image"], r["box"]) for r in state["regions"]] == [(r["image"], r["box"]) for r in sel["regions"]]
     for rel in chosen:
         label = np.array(Image.open(out / label_path(rel)))
-        np.testing.assert_array_equal(label, expected_label(truth[rel], [r["box"] for r in sel["regions"]
-                                                                         if r["image"] == rel]))  # fmt: skip
+        np.testing.assert_array_equal(
+            label, expected_label(truth[rel], [r["box"] for r in sel["regions"] if r["image"] == rel])
+        )
     data = PartialLabelFolder(images, out)
     assert len(data.training_items()) == 10 and data.class_names == tuple(CAMVID)
 
@@ -62,11 +74,21 @@ def test_masks_import_keeps_region_pixels_and_training_uses_exactly_them(selecte
     assert np.isfinite(summary["mean_loss"]) and (tmp_path / "ft" / "last.pt").is_file()
 
     # A second round: regions already labelled are never picked again, and labelled.json accumulates.
-    sel2 = run_select(images, ckpt, tmp_path / "sel2", "--budget", "5", "--region", *REGION, "--labelled",
-                      str(out / "labelled.json"))  # fmt: skip
+    sel2 = run_select(
+        images, ckpt, tmp_path / "sel2", "--budget", "5", "--region", *REGION, "--labelled", str(out / "labelled.json")
+    )
     write_masks(masks, truth, {r["image"] for r in sel2["regions"]})
-    state2 = labels.main(["import", "--selection", str(tmp_path / "sel2" / "selected_regions.json"), "--masks",
-                          str(masks), "--out", str(out)])  # fmt: skip
+    state2 = labels.main(
+        [
+            "import",
+            "--selection",
+            str(tmp_path / "sel2" / "selected_regions.json"),
+            "--masks",
+            str(masks),
+            "--out",
+            str(out),
+        ]
+    )
     assert len(state2["regions"]) == 15
     for rel in {r["image"] for r in state2["regions"]}:
         boxes = [r["box"] for r in state2["regions"] if r["image"] == rel]
@@ -110,8 +132,9 @@ def test_a_polygon_covers_the_pixels_whose_centre_is_inside():
     expected = np.zeros((h, w), bool)
     expected[5:15, 10:20] = True
     np.testing.assert_array_equal(box, expected)
-    notch = labels.polygon_mask(percent([(0, 0), (30, 0), (30, 20), (20, 20), (20, 10), (10, 10), (10, 20),
-                                         (0, 20)]), w, h)  # fmt: skip
+    notch = labels.polygon_mask(
+        percent([(0, 0), (30, 0), (30, 20), (20, 20), (20, 10), (10, 10), (10, 20), (0, 20)]), w, h
+    )
     expected = np.ones((h, w), bool)
     expected[10:, 10:20] = False
     np.testing.assert_array_equal(notch, expected)
@@ -132,23 +155,46 @@ def test_label_studio_polygons_and_every_kind_of_problem(selected, tmp_path, cap
 
     def polygon(label, x0, y0, x1, y1, size=(240, 180)):
         w, h = size
-        pts = [[100 * x0 / w, 100 * y0 / h], [100 * x1 / w, 100 * y0 / h], [100 * x1 / w, 100 * y1 / h],
-               [100 * x0 / w, 100 * y1 / h]]  # fmt: skip
-        return {"type": "polygonlabels", "from_name": "polygon", "to_name": "image", "original_width": w,
-                "original_height": h, "value": {"points": pts, "polygonlabels": [label]}}  # fmt: skip
+        pts = [
+            [100 * x0 / w, 100 * y0 / h],
+            [100 * x1 / w, 100 * y0 / h],
+            [100 * x1 / w, 100 * y1 / h],
+            [100 * x0 / w, 100 * y1 / h],
+        ]
+        return {
+            "type": "polygonlabels",
+            "from_name": "polygon",
+            "to_name": "image",
+            "original_width": w,
+            "original_height": h,
+            "value": {"points": pts, "polygonlabels": [label]},
+        }
 
     # A rectangle polygon over the first region and 10 px beyond it, as road; a stray one far outside.
-    results = [polygon("road", b["x"], b["y"], b["x"] + b["width"] + 10, b["y"] + b["height"] + 10),
-               polygon("unicorn", b["x"], b["y"], b["x"] + 5, b["y"] + 5)]  # fmt: skip
-    stray = [(y, x) for y in range(0, 180 - 20, 20) for x in range(0, 240 - 20, 20)
-             if not any(bb["y"] - 20 < y < bb["y"] + bb["height"] and bb["x"] - 20 < x < bb["x"] + bb["width"]
-                        for bb in by_image[first])]  # fmt: skip
+    results = [
+        polygon("road", b["x"], b["y"], b["x"] + b["width"] + 10, b["y"] + b["height"] + 10),
+        polygon("unicorn", b["x"], b["y"], b["x"] + 5, b["y"] + 5),
+    ]
+    stray = [
+        (y, x)
+        for y in range(0, 180 - 20, 20)
+        for x in range(0, 240 - 20, 20)
+        if not any(
+            bb["y"] - 20 < y < bb["y"] + bb["height"] and bb["x"] - 20 < x < bb["x"] + bb["width"]
+            for bb in by_image[first]
+        )
+    ]
     y, x = stray[0]
     results.append(polygon("sky", x, y, x + 10, y + 10))
-    tasks = [{"id": 1, "data": {"fastral_image": first}, "annotations": [{"id": 7, "result": results}]},
-             {"id": 2, "data": {"fastral_image": others[0]},
-              "annotations": [{"id": 8, "result": [polygon("sky", 0, 0, 5, 5, size=(480, 360))]}]},
-             {"id": 3, "data": {"image": "/data/upload/x.png"}, "annotations": []}]  # fmt: skip
+    tasks = [
+        {"id": 1, "data": {"fastral_image": first}, "annotations": [{"id": 7, "result": results}]},
+        {
+            "id": 2,
+            "data": {"fastral_image": others[0]},
+            "annotations": [{"id": 8, "result": [polygon("sky", 0, 0, 5, 5, size=(480, 360))]}],
+        },
+        {"id": 3, "data": {"image": "/data/upload/x.png"}, "annotations": []},
+    ]
     export = tmp_path / "export.json"
     export.write_text(json.dumps(tasks))
     out = tmp_path / "labels"
@@ -157,8 +203,10 @@ def test_label_studio_polygons_and_every_kind_of_problem(selected, tmp_path, cap
     err = capsys.readouterr().err
     assert f"{first}: result 1 (polygonlabels 'unicorn'): unknown class name 'unicorn'" in err
     assert f"{first}: result 2 (polygonlabels 'sky'): its 100 pixels are all outside every selected region" in err
-    assert f"{others[0]}: result 0 (polygonlabels 'sky'): annotated on a 480x360 image, the selected image is " \
-           "240x180; task not used" in err  # fmt: skip
+    assert (
+        f"{others[0]}: result 0 (polygonlabels 'sky'): annotated on a 480x360 image, the selected image is "
+        "240x180; task not used" in err
+    )
     assert "task 3: this task is not in the selection" in err
     for rel in others[1:]:
         assert f"{rel}: no annotated task in the export; its regions stay unlabelled" in err
@@ -180,8 +228,17 @@ def test_bad_inputs_are_one_line_errors(selected, tmp_path, capsys):
         labels.main(["import", "--selection", str(sel_path), "--masks", str(tmp_path / "absent"), "--out", "x"])
     (tmp_path / "e.json").write_text('{"not": "a list"}')
     with pytest.raises(SystemExit, match="is not a Label Studio JSON export"):
-        labels.main(["import", "--selection", str(sel_path), "--label-studio", str(tmp_path / "e.json"), "--out",
-                     str(tmp_path / "o")])  # fmt: skip
+        labels.main(
+            [
+                "import",
+                "--selection",
+                str(sel_path),
+                "--label-studio",
+                str(tmp_path / "e.json"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
     with pytest.raises(SystemExit) as exc:
         train.main(["--images", str(tmp_path), "--labels", str(tmp_path / "absent")])
     assert exc.value.code == 2 and "argument --labels: labels file" in capsys.readouterr().err

@@ -96,8 +96,9 @@ def test_same_inputs_same_selection_and_prior_regions_never_picked_again(folder,
     assert len(second["regions"]) == 6 and not set(boxes_of(first)) & set(boxes_of(second))
     assert second["regions_scored"] == 96 - 6
     # The best regions left are the ones ranked 7-12 in the first pass (scores do not depend on the prior).
-    wider = run_select(images, ckpt, tmp_path / "d", "--policy", "bald", "--bald-samples", "2", "--budget", "12",
-                       "--region", *REGION)  # fmt: skip
+    wider = run_select(
+        images, ckpt, tmp_path / "d", "--policy", "bald", "--bald-samples", "2", "--budget", "12", "--region", *REGION
+    )
     assert boxes_of(second) == boxes_of(wider)[6:]
 
 
@@ -136,16 +137,26 @@ def test_ralis_scores_are_the_query_networks_q_values(folder, tmp_path):
     net = QueryNetwork(state_dim, state_regions=30, action_dim=state_dim + 2 * 8, gate_dim=2 * 8).eval()
     config = {"entropy_pool": [4, 4], "kl_bins": 8, "regions_per_step": 4, "pool_size": 10}
     policy = tmp_path / "policy_seed0.pt"
-    torch_save({"format": "fastral-ralis-policy/1", "config": config, "seed": 0, "policy": "ralis",
-                "state_dict": net.state_dict()}, policy)  # fmt: skip
+    torch_save(
+        {
+            "format": "fastral-ralis-policy/1",
+            "config": config,
+            "seed": 0,
+            "policy": "ralis",
+            "state_dict": net.state_dict(),
+        },
+        policy,
+    )
     args = ("--policy", "ralis", "--policy-checkpoint", str(policy), "--budget", "5", "--region", *REGION)
     sel = run_select(images, ckpt, tmp_path / "out", *args)
     assert sel == run_select(images, ckpt, tmp_path / "again", *args)
     # Recompute: state = the first 30 regions in file order (a.png's 24, then 6 of b.png); the candidates are
     # scored in groups of >= 40 regions (a + b, then c + d, in sorted order: more/d.jpg before street/c.png).
     with torch.no_grad():
-        feats = {rel: region_features(model(normalize(read_image(images / rel))[None]), (45, 40), (4, 4))
-                 for rel in ("a.png", "b.png", "more/d.jpg", "street/c.png")}  # fmt: skip
+        feats = {
+            rel: region_features(model(normalize(read_image(images / rel))[None]), (45, 40), (4, 4))
+            for rel in ("a.png", "b.png", "more/d.jpg", "street/c.png")
+        }
         state = torch.cat([feats["a.png"].base, feats["b.png"].base])[:30]
         q = {}
         for group in (("a.png", "b.png"), ("more/d.jpg", "street/c.png")):
@@ -172,8 +183,19 @@ def test_ralis_state_set_too_small_is_a_clear_error(folder, tmp_path, capsys):
         policy,
     )
     with pytest.raises(SystemExit, match=r"state set of 500 regions of 45x40, the readable images of .* have only 96"):
-        run_select(images, ckpt, tmp_path / "out", "--policy", "ralis", "--policy-checkpoint", str(policy),
-                   "--budget", "2", "--region", *REGION)  # fmt: skip
+        run_select(
+            images,
+            ckpt,
+            tmp_path / "out",
+            "--policy",
+            "ralis",
+            "--policy-checkpoint",
+            str(policy),
+            "--budget",
+            "2",
+            "--region",
+            *REGION,
+        )
 
 
 @pytest.mark.parametrize(

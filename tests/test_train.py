@@ -132,9 +132,19 @@ def test_fit_stops_early_keeps_the_best_and_checkpoints(tmp_path, ds):
     items = [TrainItem(i, ds.label(i)) for i in range(3)]
     config = TrainConfig(lr=0.05, batch_size=3, crop=(32, 32))
     result = fit(
-        model, ds, items, ds, config, epochs=8, patience=2, val_indices=[3], checkpoint=tmp_path / "best.pt",
-        generator=torch.Generator().manual_seed(0), progress=False, log=None,
-    )  # fmt: skip
+        model,
+        ds,
+        items,
+        ds,
+        config,
+        epochs=8,
+        patience=2,
+        val_indices=[3],
+        checkpoint=tmp_path / "best.pt",
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+        log=None,
+    )
     epochs = len(result.history)
     assert result.best_epoch == max(range(1, epochs + 1), key=lambda e: result.history[e - 1]["miou"])
     assert epochs == 8 or epochs == result.best_epoch + 2
@@ -155,9 +165,23 @@ def test_cli_on_streets(tmp_path):
 def test_cli_on_a_camvid_layout(tmp_path):
     root = write_camvid(tmp_path / "camvid", {"train": 2, "val": 1})
     summary = cli.main(
-        ["--dataset", "camvid", "--data-root", str(root), "--scale", "0.125", "--test-split", "val",
-         "--crop", "32", "32", "--out", str(tmp_path / "out"), *TINY_FLAGS]
-    )  # fmt: skip
+        [
+            "--dataset",
+            "camvid",
+            "--data-root",
+            str(root),
+            "--scale",
+            "0.125",
+            "--test-split",
+            "val",
+            "--crop",
+            "32",
+            "32",
+            "--out",
+            str(tmp_path / "out"),
+            *TINY_FLAGS,
+        ]
+    )
     assert summary["test_miou"] == pytest.approx(summary["best_val_miou"])  # val == test split here
     with pytest.raises(DataLayoutError, match="SegNet"):
         cli.main(["--dataset", "camvid", "--data-root", str(tmp_path / "nowhere"), *TINY_FLAGS])
@@ -238,5 +262,10 @@ def test_a_non_finite_loss_stops_training_before_the_step(ds):
     config = TrainConfig(lr=0.1, batch_size=2)
     with pytest.raises(TrainingDivergedError, match=r"the loss is nan at iteration 1 of 3 \(learning rate 0\.1\)"):
         train_steps(model, ds, [TrainItem(0, None)], make_optimizer(model, config), config, iterations=3)
-    assert all(torch.equal(v, before[k]) or k.endswith("running_mean") or k.endswith("running_var")
-               or k.endswith("num_batches_tracked") for k, v in model.state_dict().items())  # fmt: skip
+    assert all(
+        torch.equal(v, before[k])
+        or k.endswith("running_mean")
+        or k.endswith("running_var")
+        or k.endswith("num_batches_tracked")
+        for k, v in model.state_dict().items()
+    )

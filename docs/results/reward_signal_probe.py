@@ -32,8 +32,14 @@ torch.set_num_threads(1)
 bn, lr, mode, iterations = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 dropout = sys.argv[5] if len(sys.argv) > 5 else "on"
 out = Path(tempfile.mkdtemp(prefix="reward-probe-"))
-exp = prepare(get_config("streets", step_batchnorm=bn, step_lr=lr, seeds=(0,)), None, out, torch.device("cpu"),
-              progress=False, log=lambda *a: None)  # fmt: skip
+exp = prepare(
+    get_config("streets", step_batchnorm=bn, step_lr=lr, seeds=(0,)),
+    None,
+    out,
+    torch.device("cpu"),
+    progress=False,
+    log=lambda *a: None,
+)
 runner = Runner(exp, ["uniform"], out, progress=False)
 env = runner.make_env(exp.images("d_t"), next(iter(runner.timers.values())), exp.train_theta0)
 env.model.train_dropout = dropout == "on"
@@ -48,8 +54,9 @@ def label_and_train(ids, seed: int) -> float:
     else:
         env.label(ids)
         items = env.labelled.training_items(env.labelled.region_ids)
-        train_steps(env.model, env.dataset, items, env.optimizer, env.train_config, iterations=iterations,
-                    generator=generator)  # fmt: skip
+        train_steps(
+            env.model, env.dataset, items, env.optimizer, env.train_config, iterations=iterations, generator=generator
+        )
         env.model.eval()
         env._weights = None  # the weights changed: their features are not theta_0's
     return env.reward_miou()

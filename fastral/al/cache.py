@@ -69,16 +69,20 @@ def _refuse_foreign(path: Path) -> None:
         return
     with open(path, "rb") as f:  # h5py writes the signature at offset 0 (no user block)
         if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
-            raise FeatureCacheError(f"'{path}' is not an HDF5 file, so not a fastral feature cache: refusing to "
-                                    "overwrite it; give a new file name")  # fmt: skip
+            raise FeatureCacheError(
+                f"'{path}' is not an HDF5 file, so not a fastral feature cache: refusing to "
+                "overwrite it; give a new file name"
+            )
     try:
         with h5py.File(path, "r", locking=False) as f:
             ours = "schema" in f.attrs
     except OSError:  # an HDF5 signature h5py cannot open: a cache truncated by a kill (moved aside later)
         return
     if not ours:
-        raise FeatureCacheError(f"'{path}' is an HDF5 file without fastral's schema attribute, not a feature cache: "
-                                "refusing to overwrite it; give a new file name")  # fmt: skip
+        raise FeatureCacheError(
+            f"'{path}' is an HDF5 file without fastral's schema attribute, not a feature cache: "
+            "refusing to overwrite it; give a new file name"
+        )
 
 
 def weights_hash(model: torch.nn.Module) -> str:
@@ -189,9 +193,10 @@ class FeatureCache:
         free = shutil.disk_usage(self.path.parent).free
         if free < need:
             raise CacheSpaceError(
-                errno.ENOSPC, f"no space left for the feature cache {self.path}: {len(images)} images need up to "
+                errno.ENOSPC,
+                f"no space left for the feature cache {self.path}: {len(images)} images need up to "
                 f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free",
-            )  # fmt: skip
+            )
         with self._locked(exclusive=True), h5py.File(self.path, "a", locking=False) as f:
             group = f.require_group(f"{self.namespace}/{weights}")
             for name, data in rows.items():

@@ -105,10 +105,16 @@ class DQNAgent:
         state_id = self.memory.add_state(state)
         next_id = None if next_state is None else self.memory.add_state(next_state)
         for k, action in enumerate(actions.tolist()):
-            self.memory.push(Transition(
-                state_id, pools[k].detach().cpu(), int(action), float(reward),
-                next_id, None if next_pools is None else next_pools[k].detach().cpu(),
-            ))  # fmt: skip
+            self.memory.push(
+                Transition(
+                    state_id,
+                    pools[k].detach().cpu(),
+                    int(action),
+                    float(reward),
+                    next_id,
+                    None if next_pools is None else next_pools[k].detach().cpu(),
+                )
+            )
 
     def optimize(self) -> float | None:
         """One double-DQN gradient step on a replay batch (Huber loss); None while the memory is too small."""

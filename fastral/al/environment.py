@@ -262,8 +262,15 @@ class ALEnvironment:
         """Train on just-labelled regions (``step_epochs`` passes; crops contain each region). Returns the loss."""
         with self.timer.section("training"):
             items = self.labelled.training_items(region_ids)
-            stats = train_steps(self.model, self.dataset, items, self.optimizer, self.train_config,
-                                epochs=self.step_epochs, generator=generator)  # fmt: skip
+            stats = train_steps(
+                self.model,
+                self.dataset,
+                items,
+                self.optimizer,
+                self.train_config,
+                epochs=self.step_epochs,
+                generator=generator,
+            )
             self.model.eval()
             self._weights = None
         return stats.loss

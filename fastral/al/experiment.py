@@ -76,8 +76,15 @@ class Experiment:
 
 def train_config(c: RalisConfig, lr: float) -> TrainConfig:
     """Segmentation training settings (SGD + crops containing the region + flips) at learning rate ``lr``."""
-    return TrainConfig(lr=lr, momentum=c.momentum, weight_decay=c.weight_decay, batch_size=c.batch_size,
-                       crop=c.crop, hflip=True, grad_clip=c.grad_clip or None)  # fmt: skip
+    return TrainConfig(
+        lr=lr,
+        momentum=c.momentum,
+        weight_decay=c.weight_decay,
+        batch_size=c.batch_size,
+        crop=c.crop,
+        hflip=True,
+        grad_clip=c.grad_clip or None,
+    )
 
 
 def dataset_kwargs(config: RalisConfig, split: str, progress: bool) -> dict:
@@ -96,8 +103,9 @@ def load_split(config: RalisConfig, root, split: str, progress: bool):
     return load_dataset(config.dataset, root, split, **dataset_kwargs(config, split, progress))
 
 
-def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None, resume: bool,
-                progress: bool) -> ALSplits:  # fmt: skip
+def make_splits(
+    config: RalisConfig, train, out: Path, splits_file: Path | None, resume: bool, progress: bool
+) -> ALSplits:
     """The run's split: ``splits_file`` if given, else ``<out>/splits.json`` when resuming, else built from the
     data set's recipe with the overrides d_s / d_t / d_r / d_v / d_test (a new run never reuses a split file that
     an interrupted attempt left in ``out``: its sizes or seed may be other than this run's)."""
@@ -113,8 +121,10 @@ def make_splits(config: RalisConfig, train, out: Path, splits_file: Path | None,
     else:
         recipe = get_preset(config.dataset).al
         if config.d_r is not None and recipe.d_r is None:
-            raise ValueError(f"argument --d-r: {config.dataset}'s reward set is its whole {recipe.reward_split!r} "
-                             f"split (use --reward-images to use fewer of its images), got {config.d_r}")  # fmt: skip
+            raise ValueError(
+                f"argument --d-r: {config.dataset}'s reward set is its whole {recipe.reward_split!r} "
+                f"split (use --reward-images to use fewer of its images), got {config.d_r}"
+            )
         names = ("d_s", "d_t", "d_r", "d_v", "d_test")
         changes = {k: getattr(config, k) for k in names if getattr(config, k) is not None}
         splits = build_splits(train, dataclasses.replace(recipe, **changes), seed=config.split_seed, progress=progress)
@@ -126,8 +136,10 @@ def cache_namespace(config: RalisConfig, dataset) -> str:
     """What the cached features depend on besides the weights: data set, split, image and region sizes, pooling
     grid and the images' content (not their file names: images replaced in place get new features)."""
     (rh, rw), (ph, pw) = dataset.region, config.entropy_pool
-    return (f"{dataset.name}/{dataset.split}/{dataset.height}x{dataset.width}/r{rh}x{rw}/p{ph}x{pw}/"
-            f"{dataset.content_hash()}")  # fmt: skip
+    return (
+        f"{dataset.name}/{dataset.split}/{dataset.height}x{dataset.width}/r{rh}x{rw}/p{ph}x{pw}/"
+        f"{dataset.content_hash()}"
+    )
 
 
 def build_network(config: RalisConfig, num_classes: int) -> torch.nn.Module:
@@ -148,15 +160,43 @@ def pretrain(c: RalisConfig, model, train, splits, reward, reward_indices, progr
         source, images = train, splits.indices("d_t", train)
     items = [TrainItem(i, source.label(i)) for i in images]
     generator = torch.Generator().manual_seed(derive_seed(c.pretrain_seed, "pretrain"))
-    result = fit(model, source, items, reward, train_config(c, c.pretrain_lr), epochs=c.pretrain_epochs,
-                 patience=c.pretrain_patience, val_indices=reward_indices, generator=generator, progress=progress,
-                 eval_batch_size=c.eval_batch_size, log=None)  # fmt: skip
-    return {"source": c.pretrain, "images": len(items), "epochs": len(result.history),
-            "best_epoch": result.best_epoch, "d_r_miou": result.best_miou}  # fmt: skip
+    result = fit(
+        model,
+        source,
+        items,
+        reward,
+        train_config(c, c.pretrain_lr),
+        epochs=c.pretrain_epochs,
+        patience=c.pretrain_patience,
+        val_indices=reward_indices,
+        generator=generator,
+        progress=progress,
+        eval_batch_size=c.eval_batch_size,
+        log=None,
+    )
+    return {
+        "source": c.pretrain,
+        "images": len(items),
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "d_r_miou": result.best_miou,
+    }
 
 
-def make_theta0(config, model, train, splits, reward, reward_indices, out: Path, device, pretrain_from, progress,
-                log, backbone_weights: Path | None = None) -> dict:  # fmt: skip
+def make_theta0(
+    config,
+    model,
+    train,
+    splits,
+    reward,
+    reward_indices,
+    out: Path,
+    device,
+    pretrain_from,
+    progress,
+    log,
+    backbone_weights: Path | None = None,
+) -> dict:
     """Pretrain theta_0 into ``model`` (from ``pretrain_from`` weights, or a torchvision ResNet checkpoint
     ``backbone_weights`` for the backbone, if given) and save it as ``<out>/theta0.pt``, or load that file if it
     was made from the same settings (a resumed run). Returns the pretraining summary."""
@@ -190,13 +230,36 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def theta0_key(config: RalisConfig, splits: ALSplits, pretrain_from: Path | None = None,
-               backbone_weights: Path | None = None) -> dict:  # fmt: skip
+def theta0_key(
+    config: RalisConfig, splits: ALSplits, pretrain_from: Path | None = None, backbone_weights: Path | None = None
+) -> dict:
     """What a saved theta_0 was made from (checked before reusing it)."""
-    fields = ("dataset", "image_size", "region", "scale", "streets_seed", "streets_images", "model", "width",
-              "fpn_channels", "head_channels", "dropout", "pretrain", "pretrain_images", "pretrain_epochs",
-              "pretrain_patience", "pretrain_lr", "pretrain_seed", "momentum", "weight_decay", "batch_size", "crop",
-              "grad_clip", "reward_images", "eval_batch_size")  # fmt: skip
+    fields = (
+        "dataset",
+        "image_size",
+        "region",
+        "scale",
+        "streets_seed",
+        "streets_images",
+        "model",
+        "width",
+        "fpn_channels",
+        "head_channels",
+        "dropout",
+        "pretrain",
+        "pretrain_images",
+        "pretrain_epochs",
+        "pretrain_patience",
+        "pretrain_lr",
+        "pretrain_seed",
+        "momentum",
+        "weight_decay",
+        "batch_size",
+        "crop",
+        "grad_clip",
+        "reward_images",
+        "eval_batch_size",
+    )
     full = config.to_dict()
     start = None if pretrain_from is None else file_hash(pretrain_from)
     key = {**{k: full[k] for k in fields}, "splits": splits.to_dict()["sets"], "pretrain_from": start}
@@ -225,8 +288,9 @@ def prepare(
     out.mkdir(parents=True, exist_ok=True)
     train = load_split(config, data_root, get_preset(config.dataset).al.source, progress)
     try:  # before any work: a --cache path that is not a cache is refused at once
-        cache = FeatureCache(cache_file or out / "features.h5", cache_namespace(config, train), len(train),
-                             train.regions.per_image)  # fmt: skip
+        cache = FeatureCache(
+            cache_file or out / "features.h5", cache_namespace(config, train), len(train), train.regions.per_image
+        )
     except FeatureCacheError as exc:
         raise ValueError(f"argument --cache: {exc}") from None
     splits = make_splits(config, train, out, splits_file, resume, progress)
@@ -237,8 +301,10 @@ def prepare(
     reward_indices = splits.indices("d_r", reward)[: config.reward_images]
     held_back = splits.sets["test"].indices is not None  # test images of the source split (--d-test)
     if held_back and test_split is not None:
-        raise ValueError(f"argument --test-split: the split holds back test images of {train.split!r} (--d-test), "
-                         f"got --test-split {test_split!r} as well")  # fmt: skip
+        raise ValueError(
+            f"argument --test-split: the split holds back test images of {train.split!r} (--d-test), "
+            f"got --test-split {test_split!r} as well"
+        )
     test_name = test_split or splits.split_of("test")
     if test_name == d_r.split and not held_back:
         warnings.warn(f"the test split {test_name!r} also holds D_R: test numbers are not held out", stacklevel=2)
@@ -253,14 +319,31 @@ def prepare(
         log(f"theta_0: loaded {init_checkpoint}")
         summary = {"source": f"checkpoint {init_checkpoint}"}
     else:
-        summary = make_theta0(config, model, train, splits, reward, reward_indices, out, device, pretrain_from,
-                              progress, log, backbone_weights)  # fmt: skip
+        summary = make_theta0(
+            config,
+            model,
+            train,
+            splits,
+            reward,
+            reward_indices,
+            out,
+            device,
+            pretrain_from,
+            progress,
+            log,
+            backbone_weights,
+        )
     model.to(device).eval()
     theta0 = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     d_r_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
     ev = evaluate(model, test, test_indices, config.eval_batch_size)
-    metrics = {"pretraining": summary, "d_r_miou": d_r_miou, "test_miou": ev.miou, "test_iou": ev.iou.tolist(),
-               "test_accuracy": ev.accuracy}  # fmt: skip
+    metrics = {
+        "pretraining": summary,
+        "d_r_miou": d_r_miou,
+        "test_miou": ev.miou,
+        "test_iou": ev.iou.tolist(),
+        "test_accuracy": ev.accuracy,
+    }
     train_theta0, train_miou = theta0, d_r_miou
     if train_init_checkpoint is not None:  # e.g. GTA5-only weights, as the official policy training uses
         load_checkpoint(train_init_checkpoint, model)
@@ -268,8 +351,22 @@ def prepare(
         train_miou = evaluate(model, reward, reward_indices, config.eval_batch_size).miou
         metrics["policy_training_theta0"] = {"source": f"checkpoint {train_init_checkpoint}", "d_r_miou": train_miou}
         model.load_state_dict(theta0)
-    exp = Experiment(config, train, reward, reward_indices, test, splits, model, theta0, metrics, cache, device,
-                     train_theta0, train_miou, test_indices)  # fmt: skip
+    exp = Experiment(
+        config,
+        train,
+        reward,
+        reward_indices,
+        test,
+        splits,
+        model,
+        theta0,
+        metrics,
+        cache,
+        device,
+        train_theta0,
+        train_miou,
+        test_indices,
+    )
     return exp
 
 
@@ -278,16 +375,22 @@ def check_region_sizes(c: RalisConfig, train) -> None:
     contain a region, or a batch whose deepest BatchNorm would see one value per channel."""
     region, image = tuple(train.region), (train.height, train.width)
     if any(p > r for p, r in zip(c.entropy_pool, region, strict=True)):
-        raise ValueError(f"argument --entropy-pool: expected a grid no finer than the {region[0]}x{region[1]} "
-                         f"region (at most one cell per pixel), got {tuple(c.entropy_pool)}")  # fmt: skip
+        raise ValueError(
+            f"argument --entropy-pool: expected a grid no finer than the {region[0]}x{region[1]} "
+            f"region (at most one cell per pixel), got {tuple(c.entropy_pool)}"
+        )
     crop = tuple(c.crop) if c.crop is not None else image
     if c.crop is not None and not all(r <= k <= n for r, k, n in zip(region, crop, image, strict=True)):
-        raise ValueError(f"argument --crop: expected a crop that contains a {region[0]}x{region[1]} region and fits "
-                         f"the {image[0]}x{image[1]} images, got {crop}")  # fmt: skip
+        raise ValueError(
+            f"argument --crop: expected a crop that contains a {region[0]}x{region[1]} region and fits "
+            f"the {image[0]}x{image[1]} images, got {crop}"
+        )
     deepest = math.ceil(crop[0] / 32) * math.ceil(crop[1] / 32)  # the backbone's stride-32 map
     if c.batch_size * deepest < 2:
-        raise ValueError(f"argument --batch-size: with {crop[0]}x{crop[1]} crops a batch of {c.batch_size} gives "
-                         "BatchNorm a single value per channel at the network's deepest layer; use >= 2")  # fmt: skip
+        raise ValueError(
+            f"argument --batch-size: with {crop[0]}x{crop[1]} crops a batch of {c.batch_size} gives "
+            "BatchNorm a single value per channel at the network's deepest layer; use >= 2"
+        )
 
 
 def check_pool_sizes(c: RalisConfig, train, splits: ALSplits) -> None:

@@ -76,9 +76,12 @@ def region_features(
 
 
 def action_features(
-    base: torch.Tensor, class_counts: torch.Tensor, labelled_dist: torch.Tensor, bins: int = KL_BINS,
+    base: torch.Tensor,
+    class_counts: torch.Tensor,
+    labelled_dist: torch.Tensor,
+    bins: int = KL_BINS,
     backend: str = "auto",
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """``[M, D + 2*bins]`` action features of M candidates: base features, then the two KL histograms.
 
     ``class_counts`` is ``[M, C+1]``: the candidates' raw predicted pixel counts (:attr:`RegionFeatures.class_counts`;

@@ -129,8 +129,9 @@ class RalisConfig:
         "learning rate; the last weights are tested)",
         type=int,
     )
-    final_repeats: int = _f(3, "final trainings per labelled set, each with its own seed (test mIoU = their mean)",
-                            type=int)  # fmt: skip
+    final_repeats: int = _f(
+        3, "final trainings per labelled set, each with its own seed (test mIoU = their mean)", type=int
+    )
     eval_batch_size: int = _f(4, "batch size of evaluation and MC-dropout passes", type=int)
     # -- DQN ----------------------------------------------------------------------------------------------------
     dqn_lr: float = _f(1e-3, "query network SGD learning rate", type=float)
@@ -156,9 +157,11 @@ class RalisConfig:
         type=float,
     )
     greedy_every: int = _f(
-        5, "policy training: a greedy episode on D_T (no exploration, no updates) after every this many episodes "
-        "(0 = none): the greedy_return learning diagnostic", type=int
-    )  # fmt: skip
+        5,
+        "policy training: a greedy episode on D_T (no exploration, no updates) after every this many episodes "
+        "(0 = none): the greedy_return learning diagnostic",
+        type=int,
+    )
 
     def replace(self, **changes) -> RalisConfig:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -197,11 +200,26 @@ class RalisConfig:
             value = getattr(self, f.name)
             if isinstance(value, float):
                 need(math.isfinite(value), f.name, "a finite number")
-        positive = ("regions_per_step", "train_pool_size", "pool_size", "baseline_pool_size", "uniform_pool_size",
-                    "train_budget", "bald_samples", "kl_bins", "batch_size", "step_epochs", "final_iterations",
-                    "final_repeats", "eval_batch_size", "dqn_batch_size", "dqn_updates_per_step", "replay_size",
-                    "target_update",
-                    "pretrain_images")  # fmt: skip
+        positive = (
+            "regions_per_step",
+            "train_pool_size",
+            "pool_size",
+            "baseline_pool_size",
+            "uniform_pool_size",
+            "train_budget",
+            "bald_samples",
+            "kl_bins",
+            "batch_size",
+            "step_epochs",
+            "final_iterations",
+            "final_repeats",
+            "eval_batch_size",
+            "dqn_batch_size",
+            "dqn_updates_per_step",
+            "replay_size",
+            "target_update",
+            "pretrain_images",
+        )
         for name in positive:
             need(getattr(self, name) >= 1, name, "an integer >= 1")
         for name in ("episodes", "pretrain_epochs", "pretrain_patience"):
@@ -230,8 +248,11 @@ class RalisConfig:
         need(self.greedy_every >= 0, "greedy_every", "an integer >= 0")
         need(self.replay_size >= self.dqn_batch_size, "replay_size", f">= --dqn-batch-size ({self.dqn_batch_size})")
         need(self.pretrain in PRETRAIN_SOURCES, "pretrain", f"one of {PRETRAIN_SOURCES}")
-        need(self.pretrain != "source" or self.dataset == "streets", "pretrain",
-             "'d_t' or 'none' ('source' images are generated, streets only)")  # fmt: skip
+        need(
+            self.pretrain != "source" or self.dataset == "streets",
+            "pretrain",
+            "'d_t' or 'none' ('source' images are generated, streets only)",
+        )
         for name in ("image_size", "streets_images"):
             need(getattr(self, name) is None or self.dataset == "streets", name, "nothing (streets only)")
         for name in ("region", "crop", "entropy_pool", "image_size"):

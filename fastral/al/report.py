@@ -32,8 +32,14 @@ from .._atomic import atomic_write, write_json
 from .loop import class_entropy
 
 RESULTS_FORMAT = "fastral-ralis-results/1"
-COLOURS = {"ralis": "tab:red", "uniform": "tab:gray", "entropy": "tab:blue", "bald": "tab:green",
-           "ralis-untrained": "tab:orange", "ralis-shuffled": "tab:purple"}  # fmt: skip
+COLOURS = {
+    "ralis": "tab:red",
+    "uniform": "tab:gray",
+    "entropy": "tab:blue",
+    "bald": "tab:green",
+    "ralis-untrained": "tab:orange",
+    "ralis-shuffled": "tab:purple",
+}
 REFERENCE_POLICY = "uniform"  # paired differences are reported against it
 
 
@@ -97,8 +103,16 @@ def paired_differences(evaluations: list[dict], reference: str = REFERENCE_POLIC
         if not seeds:
             continue
         diff = np.array([by_key[(policy, budget, s)] - by_key[(reference, budget, s)] for s in seeds])
-        row = {"policy": policy, "reference": reference, "budget": budget, "seeds": seeds,
-               "differences": diff.tolist(), "mean": float(diff.mean()), "ci_level": level, "ci": None}  # fmt: skip
+        row = {
+            "policy": policy,
+            "reference": reference,
+            "budget": budget,
+            "seeds": seeds,
+            "differences": diff.tolist(),
+            "mean": float(diff.mean()),
+            "ci_level": level,
+            "ci": None,
+        }
         if len(diff) > 1:
             half = float(stats.t.ppf(0.5 + level / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
             row["ci"] = [row["mean"] - half, row["mean"] + half]
@@ -127,48 +141,84 @@ def compile_results(exp, state: dict, policies, run_info: dict, timing: dict) ->
     theta0 = exp.theta0_metrics
     evaluations = [add_rare_measures(r, rare) for r in state["evaluations"]]
     tested = len(exp.test_indices) if exp.test_indices is not None else len(exp.test)
-    baseline = add_rare_measures({**theta0, "seed": None, "policy": "theta0", "budget": 0,
-                                  "labelled_pixels": [0] * len(names), "class_entropy": 0.0}, rare)  # fmt: skip
-    step_fractions = [t["fraction_of_step"]["featurizers"] for t in timing.values() if t["steps"]]
-    return plain({
-        "format": RESULTS_FORMAT,
-        "dataset": {"name": train.name, "image_size": [train.height, train.width], "region": list(train.region),
-                    "regions_per_image": train.regions.per_image, "classes": names},
-        "splits": {name: len(exp.images(name)) for name in ("d_s", "d_t", "d_v")}
-        | {"d_r": len(exp.reward_indices), "d_r_split": exp.reward.split, "test": tested,
-           "test_split": exp.test.split, "d_s_kl": exp.splits.d_s_kl},
-        "config": exp.config.to_dict(),
-        "policies": list(policies),
-        "run": run_info,
-        "theta0": baseline,
-        "policy_training": state["training"],
-        "evaluations": evaluations,
-        "summary": summarise(evaluations),
-        # every policy against uniform, and RALIS against the strongest hand-made rival (entropy in the paper)
-        "paired_differences": paired_differences(evaluations)
-        + [d for d in paired_differences(evaluations, "entropy") if d["policy"] == "ralis"],
-        "timing": {**timing, "featurizers_max_fraction_of_step": max(step_fractions, default=0.0)},
-        "measured": {
-            "train_class_distribution": train_distribution,
-            "rare_classes": [names[c] for c in rare],
-            "rare_train_fraction": float(np.asarray(train_distribution)[rare].sum()),
-            "note": "rare classes hold < 1/(2C) of the source split's pixels; rare_pixel_fraction is their share of "
-            "the labelled pixels (compare with rare_train_fraction: a policy that labels where rare objects are "
-            "exceeds it), rare_test_iou their mean test IoU",
+    baseline = add_rare_measures(
+        {
+            **theta0,
+            "seed": None,
+            "policy": "theta0",
+            "budget": 0,
+            "labelled_pixels": [0] * len(names),
+            "class_entropy": 0.0,
         },
-    })  # fmt: skip
+        rare,
+    )
+    step_fractions = [t["fraction_of_step"]["featurizers"] for t in timing.values() if t["steps"]]
+    return plain(
+        {
+            "format": RESULTS_FORMAT,
+            "dataset": {
+                "name": train.name,
+                "image_size": [train.height, train.width],
+                "region": list(train.region),
+                "regions_per_image": train.regions.per_image,
+                "classes": names,
+            },
+            "splits": {name: len(exp.images(name)) for name in ("d_s", "d_t", "d_v")}
+            | {
+                "d_r": len(exp.reward_indices),
+                "d_r_split": exp.reward.split,
+                "test": tested,
+                "test_split": exp.test.split,
+                "d_s_kl": exp.splits.d_s_kl,
+            },
+            "config": exp.config.to_dict(),
+            "policies": list(policies),
+            "run": run_info,
+            "theta0": baseline,
+            "policy_training": state["training"],
+            "evaluations": evaluations,
+            "summary": summarise(evaluations),
+            # every policy against uniform, and RALIS against the strongest hand-made rival (entropy in the paper)
+            "paired_differences": paired_differences(evaluations)
+            + [d for d in paired_differences(evaluations, "entropy") if d["policy"] == "ralis"],
+            "timing": {**timing, "featurizers_max_fraction_of_step": max(step_fractions, default=0.0)},
+            "measured": {
+                "train_class_distribution": train_distribution,
+                "rare_classes": [names[c] for c in rare],
+                "rare_train_fraction": float(np.asarray(train_distribution)[rare].sum()),
+                "note": "rare classes hold < 1/(2C) of the source split's pixels; rare_pixel_fraction is their "
+                "share of the labelled pixels (compare with rare_train_fraction: a policy that labels where rare "
+                "objects are exceeds it), rare_test_iou their mean test IoU",
+            },
+        }
+    )
 
 
 def write_csv(path: Path, results: dict) -> Path:
     names = results["dataset"]["classes"]
-    columns = ["seed", "policy", "budget", "test_miou", "test_accuracy", "d_r_miou", "final_iterations",
-               "labelled_images", "class_entropy", "rare_pixel_fraction", "rare_test_iou"]  # fmt: skip
+    columns = [
+        "seed",
+        "policy",
+        "budget",
+        "test_miou",
+        "test_accuracy",
+        "d_r_miou",
+        "final_iterations",
+        "labelled_images",
+        "class_entropy",
+        "rare_pixel_fraction",
+        "rare_test_iou",
+    ]
     repeats = results["config"]["final_repeats"]
     header = columns + [f"test_miou_repeat{k}" for k in range(repeats)] + [f"iou_{n}" for n in names]
     header += [f"pixels_{n}" for n in names]
-    rows = [[r.get(k) for k in columns] + [*r.get("test_miou_repeats", []), *[None] * repeats][:repeats]
-            + list(r["test_iou"]) + list(r["labelled_pixels"])
-            for r in [results["theta0"], *results["evaluations"]]]  # fmt: skip
+    rows = [
+        [r.get(k) for k in columns]
+        + [*r.get("test_miou_repeats", []), *[None] * repeats][:repeats]
+        + list(r["test_iou"])
+        + list(r["labelled_pixels"])
+        for r in [results["theta0"], *results["evaluations"]]
+    ]
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -186,22 +236,34 @@ def selected_regions(exp, state: dict) -> dict:
         seed, policy = key.split("/")
         boxes = train.regions.boxes(traj["region_ids"]) if traj["region_ids"] else np.zeros((0, 5), np.int64)
         regions = []
-        for order, (rid, step, (image, y, x, h, w)) in enumerate(zip(traj["region_ids"], traj["steps"], boxes.tolist(),
-                                                                     strict=True)):  # fmt: skip
-            entry = {"order": order, "step": step, "region_id": int(rid), "image_index": image,
-                     "image": train.path(image),
-                     "box": {"x": round(x / scale), "y": round(y / scale), "width": round(w / scale),
-                             "height": round(h / scale)}}  # fmt: skip
+        for order, (rid, step, (image, y, x, h, w)) in enumerate(
+            zip(traj["region_ids"], traj["steps"], boxes.tolist(), strict=True)
+        ):
+            entry = {
+                "order": order,
+                "step": step,
+                "region_id": int(rid),
+                "image_index": image,
+                "image": train.path(image),
+                "box": {
+                    "x": round(x / scale),
+                    "y": round(y / scale),
+                    "width": round(w / scale),
+                    "height": round(h / scale),
+                },
+            }
             if scale != 1.0:
                 entry["box_at_run_scale"] = {"x": x, "y": y, "width": w, "height": h}
             regions.append(entry)
         runs.append({"seed": int(seed), "policy": policy, "regions": regions})
     return {
-        "dataset": train.name, "split": train.split, "root": str(train.root) if train.root else None,
+        "dataset": train.name,
+        "split": train.split,
+        "root": str(train.root) if train.root else None,
         "note": "regions in labelling order; 'box' is (x, y, width, height) in pixels of the image file; "
         "'image_index' and 'region_id' index the source split in sorted file order",
         "runs": runs,
-    }  # fmt: skip
+    }
 
 
 # -- plots ------------------------------------------------------------------------------------------------------
@@ -233,8 +295,11 @@ def plot_miou(path: Path, results: dict) -> Path:
     ax.set_xlabel(f"budget (regions labelled; D_V has {d_v_regions})")
     ax.set_ylabel("test mIoU (%)")
     seeds, repeats = len(results["config"]["seeds"]), results["config"]["final_repeats"]
-    ax.set_title(f"{results['dataset']['name']}: mean over {seeds} seed{'s' * (seeds > 1)}; band: std over seeds,\n"
-                 f"bars: std over {repeats} final trainings of one labelled set", fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"{results['dataset']['name']}: mean over {seeds} seed{'s' * (seeds > 1)}; band: std over seeds,\n"
+        f"bars: std over {repeats} final trainings of one labelled set",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -300,8 +365,9 @@ def plot_class_frequencies(path: Path, results: dict) -> Path:
     x = np.arange(len(names))
     ax.bar(x, results["measured"]["train_class_distribution"], width, color="k", alpha=0.3, label="all labels")
     for k, policy in enumerate(policies):
-        ax.bar(x + (k + 1) * width, rows[policy]["labelled_pixel_fraction"], width, color=COLOURS.get(policy),
-               label=policy)  # fmt: skip
+        ax.bar(
+            x + (k + 1) * width, rows[policy]["labelled_pixel_fraction"], width, color=COLOURS.get(policy), label=policy
+        )
     ax.set_xticks(x + 0.4 - width / 2, names, rotation=45, ha="right")
     ax.set_yscale("log")
     ax.set_ylabel("fraction of labelled pixels")
@@ -377,13 +443,19 @@ def summary_table(results: dict) -> str:
     rows = {(r["policy"], r["budget"]): r for r in results["summary"]}
     lines = []
     if c.get("preset") == "smoke":
-        lines += [f"SMOKE RUN: the '{c['dataset']}' smoke preset checks that the pipeline works end to end; with "
-                  f"{len(seeds)} seed{'s' * (len(seeds) > 1)} and {c['episodes']} policy-training episodes its "
-                  "numbers are not evidence for or against any policy.", ""]  # fmt: skip
+        lines += [
+            f"SMOKE RUN: the '{c['dataset']}' smoke preset checks that the pipeline works end to end; with "
+            f"{len(seeds)} seed{'s' * (len(seeds) > 1)} and {c['episodes']} policy-training episodes its "
+            "numbers are not evidence for or against any policy.",
+            "",
+        ]
     head = f"{'policy':<16s}" + "".join(f"{'budget ' + str(b):>26s}" for b in budgets)
-    lines += [f"test mIoU (%): mean +- std over {len(seeds)} seed{'s' * (len(seeds) > 1)} {list(seeds)}, each seed "
-              f"the mean of {c['final_repeats']} final trainings of {c['final_iterations']} iterations [std between "
-              f"those repeats]; theta_0: {100 * results['theta0']['test_miou']:.2f}", head]  # fmt: skip
+    lines += [
+        f"test mIoU (%): mean +- std over {len(seeds)} seed{'s' * (len(seeds) > 1)} {list(seeds)}, each seed "
+        f"the mean of {c['final_repeats']} final trainings of {c['final_iterations']} iterations [std between "
+        f"those repeats]; theta_0: {100 * results['theta0']['test_miou']:.2f}",
+        head,
+    ]
     for policy in results["policies"]:
         cells = []
         for b in budgets:
@@ -395,14 +467,18 @@ def summary_table(results: dict) -> str:
     by_reference = lambda d: (d["reference"] != "uniform", order.get(d["policy"], len(order)), d["budget"])  # noqa: E731
     paired = sorted(results["paired_differences"], key=by_reference)
     if paired:
-        lines += ["", f"paired differences (test mIoU points, same seed): mean, 95% CI over seeds, then per seed "
-                  f"{list(paired[0]['seeds'])}"]  # fmt: skip
+        lines += [
+            "",
+            f"paired differences (test mIoU points, same seed): mean, 95% CI over seeds, then per seed "
+            f"{list(paired[0]['seeds'])}",
+        ]
         for d in paired:
             ci = "n/a (one seed)" if d["ci"] is None else f"[{_signed(d['ci'][0])}, {_signed(d['ci'][1])}]"
             per_seed = ", ".join(_signed(x) for x in d["differences"])
             name = f"{d['policy']} - {d['reference']}"
-            lines.append(f"{name:<28s} budget {d['budget']:<6d} {_signed(d['mean']):>7s}  CI {ci:<18s} "
-                         f"seeds: {per_seed}")  # fmt: skip
+            lines.append(
+                f"{name:<28s} budget {d['budget']:<6d} {_signed(d['mean']):>7s}  CI {ci:<18s} seeds: {per_seed}"
+            )
     rare = ", ".join(results["measured"]["rare_classes"])
     lines += [
         "",
@@ -414,16 +490,20 @@ def summary_table(results: dict) -> str:
         for policy in results["policies"]:
             r = rows.get((policy, b))
             if r:
-                lines.append(f"  {policy:<16s}{_pm(r['class_entropy_mean'], r['class_entropy_std'], 1, 3):>16s} | "
-                             f"{_pm(r['rare_pixel_fraction_mean'], r['rare_pixel_fraction_std'], 100, 1):>14s} % | "
-                             f"{_pm(r['rare_test_iou_mean'], r['rare_test_iou_std']):>16s} %")  # fmt: skip
+                lines.append(
+                    f"  {policy:<16s}{_pm(r['class_entropy_mean'], r['class_entropy_std'], 1, 3):>16s} | "
+                    f"{_pm(r['rare_pixel_fraction_mean'], r['rare_pixel_fraction_std'], 100, 1):>14s} % | "
+                    f"{_pm(r['rare_test_iou_mean'], r['rare_test_iou_std']):>16s} %"
+                )
     lines += ["", "seconds per AL step (featurizers' share of the step)"]
     for phase in ("policy_training", "evaluation"):
         t = results["timing"].get(phase)
         if t and t["steps"]:
             parts = ", ".join(f"{k} {v:.3f}" for k, v in t["seconds_per_step"].items() if v >= 0.0005)
-            lines.append(f"{phase}: {t['steps']} steps, {t['step_seconds_total'] / t['steps']:.2f} s/step "
-                         f"(featurizers {100 * t['fraction_of_step']['featurizers']:.1f}%): {parts}")  # fmt: skip
+            lines.append(
+                f"{phase}: {t['steps']} steps, {t['step_seconds_total'] / t['steps']:.2f} s/step "
+                f"(featurizers {100 * t['fraction_of_step']['featurizers']:.1f}%): {parts}"
+            )
     final = results["timing"].get("evaluation", {}).get("other_seconds", {}).get("final_training")
     if final:
         lines.append(f"final trainings: {final:.1f} s in all")

@@ -10,9 +10,26 @@ from .presets import CITYSCAPES
 # Raw Cityscapes label id -> train id, as in cityscapesScripts' labels.py. Ids 0-33 not listed (unlabeled, ego
 # vehicle, ..., parking, rail track, guard rail, bridge, tunnel, polegroup, caravan, trailer) are ignored.
 LABEL_TO_TRAIN_ID = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
-    23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}  # fmt: skip
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 NUM_LABEL_IDS = 34  # raw ids 0-33 are valid; anything else in a labelIds file is an error
 LUT = make_lut({**dict.fromkeys(range(NUM_LABEL_IDS), IGNORE_INDEX), IGNORE_INDEX: IGNORE_INDEX, **LABEL_TO_TRAIN_ID})
 

@@ -28,8 +28,22 @@ from .presets import GTA5 as PRESET
 # pretrained here is comparable with the paper's; its choices are kept although some are debatable: wall, terrain,
 # rider, caravan, trailer and train are ignored and motorcycle counts as car.
 LABEL_TO_CAMVID = {
-    7: 3, 8: 4, 11: 1, 13: 7, 17: 2, 19: 6, 20: 6, 21: 5, 23: 0, 24: 9, 26: 8, 27: 8, 28: 8, 32: 8, 33: 10,
-}  # fmt: skip
+    7: 3,
+    8: 4,
+    11: 1,
+    13: 7,
+    17: 2,
+    19: 6,
+    20: 6,
+    21: 5,
+    23: 0,
+    24: 9,
+    26: 8,
+    27: 8,
+    28: 8,
+    32: 8,
+    33: 10,
+}
 
 # Ids whose image and label sizes differ in the public release; skipped (as the official loader does) instead
 # of failing at the first epoch. Any other size mismatch raises ImageFileError naming the file.

@@ -123,15 +123,17 @@ class ALSplits:
         if d.get("format") != SPLITS_FORMAT:
             raise ValueError(f"not a fastral split file: format {d.get('format')!r}, expected {SPLITS_FORMAT!r}")
         if not isinstance(d.get("dataset"), str) or not _is_int(d.get("seed")):
-            raise ValueError(f"'dataset' must be a name and 'seed' an integer, got {d.get('dataset')!r} and "
-                             f"{d.get('seed')!r}")  # fmt: skip
+            raise ValueError(
+                f"'dataset' must be a name and 'seed' an integer, got {d.get('dataset')!r} and {d.get('seed')!r}"
+            )
         if not isinstance(d.get("sets"), dict):
             raise ValueError(f"'sets' must be an object of the sets {SET_NAMES}, got {d.get('sets')!r}")
         sets = {name: _set_from_dict(name, s) for name, s in d["sets"].items()}
         kl, distribution = d.get("d_s_kl"), d.get("class_distribution", {})
         if not (kl is None or isinstance(kl, (int, float))) or not isinstance(distribution, dict):
-            raise ValueError(f"'d_s_kl' must be a number and 'class_distribution' an object, got {kl!r} and "
-                             f"{distribution!r}")  # fmt: skip
+            raise ValueError(
+                f"'d_s_kl' must be a number and 'class_distribution' an object, got {kl!r} and {distribution!r}"
+            )
         return cls(d["dataset"], d["seed"], sets, d.get("d_s_kl"), d.get("class_distribution", {}))
 
     @classmethod
@@ -168,8 +170,9 @@ def _set_from_dict(name: str, s) -> SplitSet:
     repeated = sorted({i for i in indices if indices.count(i) > 1})
     if repeated:
         raise ValueError(f"{where}.indices: expected distinct image indices, got {repeated[:10]} more than once")
-    if files is not None and (not isinstance(files, list) or len(files) != len(indices)
-                              or not all(isinstance(f, str) for f in files)):  # fmt: skip
+    if files is not None and (
+        not isinstance(files, list) or len(files) != len(indices) or not all(isinstance(f, str) for f in files)
+    ):
         raise ValueError(f"{where}.files: expected one file name per index ({len(indices)}), got {files!r}")
     return SplitSet(s["split"], indices, files)
 

@@ -112,8 +112,11 @@ def load_checkpoint(
 def _fit_problems(own: dict, weights: dict, source: str) -> str:
     """What keeps ``weights`` (read from a ``source``) from loading into a module whose state is ``own``: shape
     mismatches, missing and unexpected names, the first few of each; "" when they fit."""
-    shapes = [f"{k}: {source} {tuple(v.shape)}, model {tuple(own[k].shape)}" for k, v in weights.items()
-              if k in own and v.shape != own[k].shape]  # fmt: skip
+    shapes = [
+        f"{k}: {source} {tuple(v.shape)}, model {tuple(own[k].shape)}"
+        for k, v in weights.items()
+        if k in own and v.shape != own[k].shape
+    ]
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     problems = [f"{len(shapes)} shape mismatches ({'; '.join(shapes[:5])})"] if shapes else []
