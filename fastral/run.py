@@ -4,6 +4,7 @@
     python -m fastral.run --dataset camvid --data-root ../shared/data/camvid --test-split val --scale 0.5
     python -m fastral.run --policy entropy bald --budgets 480 960 --seeds 1 2 3
     python -m fastral.run --out runs/x --resume            # continue an interrupted run (even after kill -9)
+    python -m fastral.run --ray auto --gpus-per-task 1 ...  # its units as tasks on a Ray cluster (same numbers)
     python -m fastral.run --help                            # every flag; each preset value is overridable
 
 Writes into ``--out``: results.json, results.csv, selected_regions.json, miou_vs_budget.png,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import platform
 import sys
 import time
@@ -31,6 +33,7 @@ from ._lock import FolderBusyError, FolderLock
 
 try:  # the AL pipeline needs the [al] extra (the featurizers do not): say so instead of a bare ImportError
     from .al.cache import CacheSpaceError
+    from .al.distributed import RayRunError, RayStudy, connect, disconnect, ray_missing
     from .al.experiment import file_hash, prepare
     from .al.loop import Runner
     from .al.presets import CONTROLS, NAMED_PRESETS, POLICIES, PRESETS, TRAINED_POLICIES, RalisConfig, get_config
@@ -75,41 +78,83 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", default="streets", choices=sorted(PRESETS), help="data set (streets is built in)")
     names = sorted({n for named in NAMED_PRESETS.values() for n in named})
-    p.add_argument("--preset", choices=names,
-                   help="preset of the data set's values: " + "; ".join(f"{d}: {', '.join(named)}" for d, named
-                   in NAMED_PRESETS.items()) + " (default: the first; streets' smoke is a quick end-to-end check, "
-                   "reproduce the comparison, predicted ~2 hours on 2 CPU cores, not yet run end to end)")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        choices=names,
+        help="preset of the data set's values: "
+        + "; ".join(f"{d}: {', '.join(named)}" for d, named in NAMED_PRESETS.items())
+        + " (default: the first; streets' smoke is a quick end-to-end check, "
+        "reproduce the comparison, predicted ~2 hours on 2 CPU cores, not yet run end to end)",
+    )
     p.add_argument("--data-root", type=Path, help="data folder of camvid / cityscapes (not for streets)")
-    p.add_argument("--policy", nargs="+", choices=[*POLICIES, "all"], metavar="POLICY",
-                   help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all; {' and '.join(CONTROLS)} are "
-                   "controls (the query network untrained, and trained on shuffled rewards); default: the preset's "
-                   "(streets smoke: the first four; every other preset: all)")  # fmt: skip
+    p.add_argument(
+        "--policy",
+        nargs="+",
+        choices=[*POLICIES, "all"],
+        metavar="POLICY",
+        help=f"policies to evaluate: any of {', '.join(POLICIES)}, or all; {' and '.join(CONTROLS)} are "
+        "controls (the query network untrained, and trained on shuffled rewards); default: the preset's "
+        "(streets smoke: the first four; every other preset: all)",
+    )
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device of the segmentation network")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is fastest for small networks on a shared machine)")  # fmt: skip
-    p.add_argument("--out", type=Path,
-                   help="output folder (default: runs/ralis-<dataset>, runs/ralis-<dataset>-<preset> for a preset "
-                   "other than the data set's default)")  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is fastest for small networks on a shared machine)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output folder (default: runs/ralis-<dataset>, runs/ralis-<dataset>-<preset> for a preset "
+        "other than the data set's default)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished step")
-    p.add_argument("--init-checkpoint", type=Path,
-                   help="theta_0: segmentation weights to start from (e.g. from python -m fastral.train); "
-                   "default: pretrain as --pretrain says")  # fmt: skip
-    p.add_argument("--pretrain-from", type=Path,
-                   help="weights the theta_0 pretraining (--pretrain) starts from, e.g. GTA5-pretrained ones: the "
-                   "official GTA5 -> D_T recipe")  # fmt: skip
-    p.add_argument("--backbone-weights", type=Path,
-                   help="a local torchvision ResNet checkpoint (e.g. resnet50-0676ba61.pth from a torch hub cache) "
-                   "for the backbone before the theta_0 pretraining: the paper's ImageNet start (needs a width-64 "
-                   "backbone of that depth, e.g. --model paper); nothing is downloaded")  # fmt: skip
-    p.add_argument("--train-init-checkpoint", type=Path,
-                   help="initial weights of the policy-training episodes (the official code: GTA5-only weights, "
-                   "while --init-checkpoint is GTA5 + D_T); default: theta_0")  # fmt: skip
+    p.add_argument(
+        "--init-checkpoint",
+        type=Path,
+        help="theta_0: segmentation weights to start from (e.g. from python -m fastral.train); "
+        "default: pretrain as --pretrain says",
+    )
+    p.add_argument(
+        "--pretrain-from",
+        type=Path,
+        help="weights the theta_0 pretraining (--pretrain) starts from, e.g. GTA5-pretrained ones: the "
+        "official GTA5 -> D_T recipe",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        type=Path,
+        help="a local torchvision ResNet checkpoint (e.g. resnet50-0676ba61.pth from a torch hub cache) "
+        "for the backbone before the theta_0 pretraining: the paper's ImageNet start (needs a width-64 "
+        "backbone of that depth, e.g. --model paper); nothing is downloaded",
+    )
+    p.add_argument(
+        "--train-init-checkpoint",
+        type=Path,
+        help="initial weights of the policy-training episodes (the official code: GTA5-only weights, "
+        "while --init-checkpoint is GTA5 + D_T); default: theta_0",
+    )
     p.add_argument("--splits", type=Path, help="split file from python -m fastral.data.splits (default: build one)")
     p.add_argument("--test-split", help="split of the final test (default: the data set's, e.g. camvid test)")
     p.add_argument("--cache", type=Path, help="HDF5 feature cache, shareable between runs (default: <out>/features.h5)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--print-config", action="store_true", help="print the effective configuration and exit")
+    ray = p.add_argument_group(
+        "Ray (fastral.al.distributed; needs the [ray] extra; --out must be on a file system every node sees)"
+    )
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the policy trainings, evaluation trajectories and final trainings as Ray tasks: alone, "
+        "on a new local Ray instance; with auto, host:port or ray://host:10001, on that cluster; the "
+        "results equal a run without --ray",
+    )
+    ray.add_argument("--cpus-per-task", type=float, help="CPUs Ray reserves per unit (default: --threads)")
+    ray.add_argument(
+        "--gpus-per-task", type=float, help="GPUs Ray reserves per unit (default: 1 with --device cuda, else 0)"
+    )
+    ray.add_argument("--max-retries", type=int, help="retries of a unit whose worker died (default: 3)")
     _preset_flags(p)
     return p
 
@@ -138,8 +183,10 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
         p.error("argument --pretrain-from: not with --init-checkpoint (theta_0 is then that checkpoint)")
     for other in ("init_checkpoint", "pretrain_from"):
         if args.backbone_weights is not None and getattr(args, other) is not None:
-            p.error(f"argument --backbone-weights: not with --{other.replace('_', '-')} (its weights hold the "
-                    "backbone)")  # fmt: skip
+            p.error(
+                f"argument --backbone-weights: not with --{other.replace('_', '-')} (its weights hold the backbone)"
+            )
+    check_ray_args(args, p)
     for name in INPUT_FILES:
         path = getattr(args, name)
         if path is not None and not path.is_file():
@@ -147,7 +194,26 @@ def resolve(args, p: argparse.ArgumentParser) -> tuple[RalisConfig, list[str]]:
     return config, policies
 
 
-def open_state(p: argparse.ArgumentParser, out: Path, resume: bool, run_key: dict, runtime: dict) -> dict | None:
+def check_ray_args(args, p: argparse.ArgumentParser) -> None:
+    """Parser errors for Ray flags without --ray, bad resource numbers, and --ray without Ray installed."""
+    checks = {
+        "cpus_per_task": ("a number > 0", lambda v: 0 < v < math.inf),  # comparisons: NaN fails them
+        "gpus_per_task": ("a number >= 0", lambda v: 0 <= v < math.inf),
+        "max_retries": ("an integer >= 0", lambda v: v >= 0),
+    }
+    for name, (expected, ok) in checks.items():
+        value, flag = getattr(args, name), "--" + name.replace("_", "-")
+        if value is not None and args.ray is None:
+            p.error(f"argument {flag}: only with --ray, got {flag} {value} without it")
+        if value is not None and not ok(value):
+            p.error(f"argument {flag}: expected {expected}, got {value}")
+    if args.ray is not None and (missing := ray_missing()):
+        p.error(f"argument --ray: {missing}")
+
+
+def open_state(
+    p: argparse.ArgumentParser, out: Path, resume: bool, run_key: dict, runtime: dict, ray: bool = False
+) -> dict | None:
     """The saved state to resume (checked against this run's settings), None for a new run; parser errors for
     --resume without a state or with other settings, and for a new run into a folder that holds one."""
     if not resume:
@@ -160,12 +226,18 @@ def open_state(p: argparse.ArgumentParser, out: Path, resume: bool, run_key: dic
         state = load_state(out)
     except RunStateError as exc:
         p.error(str(exc))
+    if ("ray" in state) != ray:  # the two keep different progress records (AL steps / finished units)
+        how = "with --ray" if "ray" in state else "without --ray"
+        p.error(f"argument --ray: the run in '{out}' was started {how}; resume it the same way")
     diffs = config_differences(state["run_key"], run_key)
     if diffs:
         p.error(f"--resume: the run in '{out}' was started with other settings: {'; '.join(diffs)}")
     if state.get("runtime") != runtime:
-        warnings.warn(f"--resume with {runtime}, the run started with {state.get('runtime')}: floating-point "
-                      "results may differ slightly from an uninterrupted run", stacklevel=1)  # fmt: skip
+        warnings.warn(
+            f"--resume with {runtime}, the run started with {state.get('runtime')}: floating-point "
+            "results may differ slightly from an uninterrupted run",
+            stacklevel=1,
+        )
     return state
 
 
@@ -179,10 +251,15 @@ def main(argv: list[str] | None = None) -> dict | None:
     torch.set_num_threads(args.threads)
     default_preset = config.preset == PRESETS[config.dataset].preset
     out = args.out or Path("runs") / f"ralis-{config.dataset}{'' if default_preset else '-' + config.preset}"
-    run_key = {"config": config.to_dict(), "policies": policies, "init_checkpoint": str(args.init_checkpoint),
-               "pretrain_from": str(args.pretrain_from), "train_init_checkpoint": str(args.train_init_checkpoint),
-               "splits": str(args.splits),
-               "test_split": args.test_split}  # fmt: skip
+    run_key = {
+        "config": config.to_dict(),
+        "policies": policies,
+        "init_checkpoint": str(args.init_checkpoint),
+        "pretrain_from": str(args.pretrain_from),
+        "train_init_checkpoint": str(args.train_init_checkpoint),
+        "splits": str(args.splits),
+        "test_split": args.test_split,
+    }
     # A file replaced between a kill and --resume would give a silently mixed run: its content is part of the key.
     contents = {name: file_hash(path) for name in INPUT_FILES if (path := getattr(args, name)) is not None}
     if contents:
@@ -199,46 +276,91 @@ def main(argv: list[str] | None = None) -> dict | None:
         return run_locked(p, args, config, policies, out, run_key, runtime)
     finally:
         lock.release()
+        disconnect()
 
 
 def run_locked(p, args, config: RalisConfig, policies, out: Path, run_key: dict, runtime: dict) -> dict:
     """The run, with ``out`` locked: no other writer is live there."""
-    state = open_state(p, out, args.resume, run_key, runtime)
+    state = open_state(p, out, args.resume, run_key, runtime, ray=args.ray is not None)
+    if args.ray is not None:
+        try:
+            address = connect(args.ray)
+        except ConnectionError as exc:
+            p.error(f"argument --ray: {exc}")
     stale = remove_stale_temporaries(out)
     if stale:
         print(f"fastral.run: removed {len(stale)} temporary file(s) that a killed run left in '{out}'")
     started = time.perf_counter()
     smoke = " (SMOKE RUN: a quick end-to-end check, too few seeds for conclusions)" if config.preset == "smoke" else ""
-    print(f"fastral.run: {config.dataset}{smoke}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
-          f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}")  # fmt: skip
+    print(
+        f"fastral.run: {config.dataset}{smoke}, policies {', '.join(policies)}, seeds {list(config.seeds)}, "
+        f"budgets {list(config.budgets)}, {args.threads} thread(s) on {args.device} -> {out}"
+    )
     try:
-        exp = prepare(config, args.data_root, out, torch.device(args.device), init_checkpoint=args.init_checkpoint,
-                      pretrain_from=args.pretrain_from, backbone_weights=args.backbone_weights,
-                      train_init_checkpoint=args.train_init_checkpoint,
-                      splits_file=args.splits, cache_file=args.cache, test_split=args.test_split,
-                      resume=state is not None, progress=not args.no_progress)  # fmt: skip
+        exp = prepare(
+            config,
+            args.data_root,
+            out,
+            torch.device(args.device),
+            init_checkpoint=args.init_checkpoint,
+            pretrain_from=args.pretrain_from,
+            backbone_weights=args.backbone_weights,
+            train_init_checkpoint=args.train_init_checkpoint,
+            splits_file=args.splits,
+            cache_file=args.cache,
+            test_split=args.test_split,
+            resume=state is not None,
+            progress=not args.no_progress,
+        )
     except (DataLayoutError, CheckpointError, ValueError) as exc:
         p.error(str(exc))
     prepare_seconds = time.perf_counter() - started
     runner = Runner(exp, policies, out, state, progress=not args.no_progress, started=started)
     runner.state.update(run_key=run_key, runtime=runtime)
+    ray_info = None
     try:
-        runner.run()
+        if args.ray is None:
+            runner.run()
+        else:
+            gpus = args.gpus_per_task if args.gpus_per_task is not None else float(args.device == "cuda")
+            study = RayStudy(
+                runner,
+                address,
+                args.cpus_per_task or args.threads,
+                gpus,
+                3 if args.max_retries is None else args.max_retries,
+                args.threads,
+            )
+            ray_info = study.run(progress=not args.no_progress)
     except TrainingDivergedError as exc:
         sys.exit(f"fastral.run: error: {exc} (the run state of the last good step is in '{out}')")
     except CacheSpaceError as exc:
         again = "the same command with --resume" if (out / STATE_FILE).exists() else "the same command"
         sys.exit(f"fastral.run: error: {exc}; free some space and run {again}")
-    run_info = {"wall_seconds": time.perf_counter() - started, "wall_seconds_all_attempts": runner.wall_seconds(),
-                "prepare_seconds": prepare_seconds,
-                "resumed": args.resume, "torch": torch.__version__, "python": platform.python_version(),
-                "ops_backends": {op: [b for b, status in available_backends(exp.device, op).items() if status]
-                                 for op in ("region_stats", "kl_histogram", "bald")}, **runtime}  # fmt: skip
+    except RayRunError as exc:
+        sys.exit(f"fastral.run: error: {exc}; the finished units are kept: rerun the same command with --resume")
+    run_info = {
+        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds_all_attempts": runner.wall_seconds(),
+        "prepare_seconds": prepare_seconds,
+        "resumed": args.resume,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "ops_backends": {
+            op: [b for b, status in available_backends(exp.device, op).items() if status]
+            for op in ("region_stats", "kl_histogram", "bald")
+        },
+        **runtime,
+    }
+    if ray_info is not None:
+        run_info["ray"] = ray_info
     timing = {phase: t.summary() for phase, t in runner.timers.items()}
     results = write_report(out, exp, runner.state, policies, run_info, timing, plots=not args.no_plots)
     print("\n" + summary_table(results))
-    print(f"\nwrote {out}/results.json, results.csv, selected_regions.json"
-          f"{'' if args.no_plots else ' and the PNG plots'} in {run_info['wall_seconds']:.0f} s")  # fmt: skip
+    print(
+        f"\nwrote {out}/results.json, results.csv, selected_regions.json"
+        f"{'' if args.no_plots else ' and the PNG plots'} in {run_info['wall_seconds']:.0f} s"
+    )
     return results
 
 

@@ -27,14 +27,22 @@ Ties are broken by file order, then region order, so the same inputs give the sa
 policy, network hash), ``label_studio/tasks.json`` + ``label_studio/config.xml`` (one task per selected image with
 its regions as pre-annotated rectangles; a brush + polygon labelling config with the class names) and
 ``overlays/*.png`` (each selected image with its regions drawn). Unreadable images are listed and skipped.
+
+``--ray [ADDRESS]`` scores the folder on a Ray cluster (``auto`` / ``ray://host:10001``; alone: a local Ray
+instance) with Ray Data: the sorted file list is cut into shards of ``--shard-size`` files, ``--ray-workers``
+actors each load the network once and run :func:`select_regions` on a shard (its best ``--budget`` regions), and
+the driver merges the shards' candidates with the same ordering (score, then file order, then region order): the
+same selection as without ``--ray`` given the same ``--threads``. ``--images`` must be readable on every node.
+Not with ``--policy ralis``, whose candidates are scored in consecutive groups that cross shard boundaries.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -52,6 +60,7 @@ try:  # the labelling loop needs the [al] extra (Pillow, tqdm, matplotlib): say 
     from . import BaldAccumulator, region_grid, region_stats
     from ._atomic import atomic_write, write_json
     from .al.cache import weights_hash
+    from .al.distributed import connect, disconnect, ray_missing
     from .al.features import action_features, ground_truth_distribution, region_features
     from .al.query_network import QueryNetwork
     from .al.run_state import derive_seed
@@ -85,9 +94,10 @@ class Candidates:
     files: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # index into the sorted file list
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))  # (y, x, h, w)
 
-    def add(self, file: int, scores: np.ndarray, boxes: np.ndarray) -> None:
+    def add(self, file: int | np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> None:
+        """Add regions of one file (``file`` an index) or of several (one index per region)."""
         self.scores = np.concatenate([self.scores, scores.astype(np.float64)])
-        self.files = np.concatenate([self.files, np.full(len(scores), file, np.int64)])
+        self.files = np.concatenate([self.files, np.broadcast_to(np.asarray(file, np.int64), len(scores))])
         self.boxes = np.concatenate([self.boxes, boxes])
         # lexsort sorts by the last key first: -score, then file, then row-major region position.
         keep = np.lexsort((self.boxes[:, 1], self.boxes[:, 0], self.files, -self.scores))[: self.budget]
@@ -119,8 +129,12 @@ class Scorer:
     def __init__(self, timer: Timer):
         self.timer = timer
 
-    def score(self, images: list[tuple[str, torch.Tensor]], region: tuple[int, int]) -> list[np.ndarray]:
-        """One ``[R_i]`` score array per ``(relative path, normalised [3, H, W] image)``, in region-grid order."""
+    def score(
+        self, images: list[tuple[str, torch.Tensor]], region: tuple[int, int], featurizer: Executor
+    ) -> list[np.ndarray | Future]:
+        """One ``[R_i]`` score array per ``(relative path, normalised [3, H, W] image)``, in region-grid order,
+        or a future of it: work after the forward passes may go to ``featurizer`` (one thread, tasks run in
+        order), which then runs it while this thread runs the next forward pass."""
         raise NotImplementedError
 
 
@@ -129,7 +143,7 @@ class UniformScorer(Scorer):
         super().__init__(timer)
         self.seed = seed
 
-    def score(self, images, region):
+    def score(self, images, region, featurizer):
         out = []
         for rel, x in images:
             boxes = grid_boxes(*x.shape[-2:], region)
@@ -154,8 +168,12 @@ class NetworkScorer(Scorer):
 
 
 class EntropyScorer(NetworkScorer):
-    def score(self, images, region):
-        return [region_stats(self.logits(x), region, (1, 1)).entropy_mean.cpu().numpy() for _, x in images]
+    def score(self, images, region, featurizer):
+        return [featurizer.submit(region_entropy, self.logits(x), region) for _, x in images]
+
+
+def region_entropy(logits: torch.Tensor, region: tuple[int, int]) -> np.ndarray:
+    return region_stats(logits, region, (1, 1)).entropy_mean.cpu().numpy()
 
 
 class BaldScorer(NetworkScorer):
@@ -164,18 +182,25 @@ class BaldScorer(NetworkScorer):
         self.samples, self.seed = samples, seed
 
     @torch.no_grad()
-    def score(self, images, region):
+    def score(self, images, region, featurizer):
         out = []
         for rel, x in images:
             generator = torch.Generator(self.device).manual_seed(derive_seed(self.seed, "bald", rel))
             samples = self.model.mc_samples(x[None].to(self.device), self.samples, generator=generator)
-            acc = BaldAccumulator()
+            acc, added = BaldAccumulator(), None
             for _ in range(self.samples):
                 with self.timer.section(FORWARD):
                     logits = next(samples)
-                acc.update(logits)
-            out.append(acc.compute(region=region).region_bald.cpu().numpy())
+                if added is not None:  # at most one sample waits: memory stays that of two samples
+                    added.result()
+                added = featurizer.submit(acc.update, logits)  # runs during the next sample's forward pass
+            out.append(featurizer.submit(region_bald, acc, added, region))
         return out
+
+
+def region_bald(acc: BaldAccumulator, last_update: Future, region: tuple[int, int]) -> np.ndarray:
+    last_update.result()  # done (the featurizer runs its tasks in order); raises the update's error, if any
+    return acc.compute(region=region).region_bald.cpu().numpy()
 
 
 class RalisScorer(NetworkScorer):
@@ -223,7 +248,7 @@ class RalisScorer(NetworkScorer):
         self.state = state
 
     @torch.no_grad()
-    def score(self, images, region):
+    def score(self, images, region, featurizer):
         feats = [self.features(x, region) for _, x in images]
         base = torch.cat([f.base for f in feats]).to(self.device)
         counts = torch.cat([f.class_counts for f in feats]).to(self.device)
@@ -250,9 +275,17 @@ class Selection:
         c, out = self.candidates, []
         for order, (score, file, (y, x, h, w)) in enumerate(zip(c.scores, c.files, c.boxes.tolist(), strict=True)):
             height, width = self.sizes[int(file)]
-            out.append({"order": order, "image": self.files[file], "box": {"x": x, "y": y, "width": w, "height": h},
-                        "image_size": {"width": width, "height": height}, "score": float(score),
-                        "policy": self.meta["policy"], "network_hash": self.meta["network_hash"]})  # fmt: skip
+            out.append(
+                {
+                    "order": order,
+                    "image": self.files[file],
+                    "box": {"x": x, "y": y, "width": w, "height": h},
+                    "image_size": {"width": width, "height": height},
+                    "score": float(score),
+                    "policy": self.meta["policy"],
+                    "network_hash": self.meta["network_hash"],
+                }
+            )
         return out
 
     def to_json(self) -> dict:
@@ -292,31 +325,54 @@ def readable_images(root: Path, files: list[str], skipped: list[dict], bar: tqdm
             yield k, image
 
 
-def select_regions(root: Path, files: list[str], scorer: Scorer, budget: int, region: tuple[int, int],
-                   prior: dict[str, list], meta: dict, progress: bool = True) -> Selection:  # fmt: skip
+def select_regions(
+    root: Path,
+    files: list[str],
+    scorer: Scorer,
+    budget: int,
+    region: tuple[int, int],
+    prior: dict[str, list],
+    meta: dict,
+    progress: bool = True,
+) -> Selection:
     """Score every region of ``files`` (paths relative to ``root``) and keep the ``budget`` best; regions that
     share a pixel with a box of ``prior`` (relative path -> (y, x, h, w) boxes) are never candidates."""
     candidates, skipped, sizes, timer = Candidates(budget), [], {}, scorer.timer
     scored = images_scored = 0
     group: list[tuple[int, torch.Tensor]] = []
     shape_of: dict[int, tuple[int, int]] = {}
+    # Scored images whose scores may still be computed by the featurizer thread, in file order: they join the
+    # candidates in that order (so the selection does not depend on the threads' timing), one group later.
+    pending: list[tuple[int, tuple[int, int], np.ndarray | Future]] = []
+
+    def add_pending(keep: int) -> None:
+        nonlocal scored
+        while len(pending) > keep:
+            k, (h, w), s = pending.pop(0)
+            boxes = grid_boxes(h, w, region)
+            free = ~overlaps(boxes, prior.get(files[k], []))
+            candidates.add(k, (s.result() if isinstance(s, Future) else s)[free], boxes[free])
+            scored += int(free.sum())
 
     def flush():
-        nonlocal scored
-        scores = scorer.score([(files[k], x) for k, x in group], region)
-        for (k, x), s in zip(group, scores, strict=True):
-            boxes = grid_boxes(*x.shape[-2:], region)
-            free = ~overlaps(boxes, prior.get(files[k], []))
-            candidates.add(k, s[free], boxes[free])
-            scored += int(free.sum())
+        scores = scorer.score([(files[k], x) for k, x in group], region, featurizer)
+        pending.extend((k, tuple(x.shape[-2:]), s) for (k, x), s in zip(group, scores, strict=True))
+        add_pending(keep=len(group))  # the older groups: their featurizer work ran during this group's forward
         group.clear()
 
-    with tqdm(total=len(files), desc=f"scoring ({meta['policy']})", unit="image", disable=not progress) as bar:
+    with (
+        tqdm(total=len(files), desc=f"scoring ({meta['policy']})", unit="image", disable=not progress) as bar,
+        ThreadPoolExecutor(1, thread_name_prefix="fastral-featurizer") as featurizer,
+    ):
         for k, image in readable_images(root, files, skipped, bar):
             h, w = image.shape[-2:]
             if h < region[0] or w < region[1]:
-                skipped.append({"image": files[k], "reason": f"{w}x{h} (width x height) is smaller than the "
-                                f"{region[1]}x{region[0]} region"})  # fmt: skip
+                skipped.append(
+                    {
+                        "image": files[k],
+                        "reason": f"{w}x{h} (width x height) is smaller than the {region[1]}x{region[0]} region",
+                    }
+                )
                 continue
             images_scored += 1
             shape_of[k] = (h, w)
@@ -324,12 +380,89 @@ def select_regions(root: Path, files: list[str], scorer: Scorer, budget: int, re
             if sum(len(grid_boxes(*g.shape[-2:], region)) for _, g in group) >= scorer.group_regions:
                 flush()
             # Only the sizes of files that can still be selected are kept (memory bounded by the budget).
-            live = set(candidates.files.tolist()) | {g for g, _ in group}
+            live = set(candidates.files.tolist()) | {g for g, _ in group} | {g for g, _, _ in pending}
             shape_of = {f: s for f, s in shape_of.items() if f in live}
         if group:
             flush()
+        add_pending(keep=0)
     sizes = {int(f): shape_of[int(f)] for f in candidates.files}
     return Selection(root, files, candidates, sizes, skipped, scored, images_scored, timer, meta)
+
+
+# -- scoring on a Ray cluster -------------------------------------------------------------------------------------
+class ShardScorer:
+    """A Ray Data actor: loads the network and scorer once, then selects the best regions of shards of files."""
+
+    def __init__(self, args: argparse.Namespace, files: list[str], prior: dict[str, list]):
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model, _ = load_checkpoint(args.checkpoint)
+        model.to(torch.device(args.device))
+        self.args, self.files = args, files
+        self.scorer = make_scorer(args, model, torch.device(args.device), Timer(), model.num_classes)
+        self.prior = prior
+
+    def __call__(self, batch: dict) -> dict:
+        index = np.sort(batch["index"])  # file order inside the shard, as the serial scan
+        a = self.args
+        sel = select_regions(
+            a.images,
+            [self.files[k] for k in index],
+            self.scorer,
+            a.budget,
+            tuple(a.region),
+            self.prior,
+            {"policy": a.policy},
+            progress=False,
+        )
+        c = sel.candidates
+        shard = {
+            "first": int(index[0]),
+            "files": len(index),
+            "scores": c.scores,
+            "file": index[c.files],
+            "boxes": c.boxes,
+            "sizes": {int(index[f]): hw for f, hw in sel.sizes.items()},
+            "skipped": sel.skipped,
+            "regions_scored": sel.regions_scored,
+            "images_scored": sel.images_scored,
+        }
+        return {"shard": np.array([shard], dtype=object)}
+
+
+def select_regions_ray(
+    args: argparse.Namespace, files: list[str], prior: dict[str, list], meta: dict, timer: Timer
+) -> Selection:
+    """:func:`select_regions` over shards on the Ray cluster ``connect`` joined; the shards' best regions merged."""
+    import ray
+
+    gpu = args.device.startswith("cuda")
+    workers = args.ray_workers or max(1, int(ray.cluster_resources().get("GPU" if gpu else "CPU", 1)))
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = context.print_on_execution_start = False  # the bar below is the progress
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # not its INFO lines, nor "progress bars disabled"
+    shards = ray.data.from_items([{"index": k} for k in range(len(files))]).map_batches(
+        ShardScorer,
+        fn_constructor_args=(args, files, prior),
+        batch_size=args.shard_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=args.threads or 1,
+        num_gpus=int(gpu),
+    )
+    candidates, sizes, parts = Candidates(args.budget), {}, []
+    with tqdm(total=len(files), desc=f"scoring ({args.policy}, Ray)", unit="image", disable=args.no_progress) as bar:
+        for row in shards.iter_rows():
+            shard = row["shard"]
+            candidates.add(shard["file"], shard["scores"], shard["boxes"])
+            live = set(candidates.files.tolist())  # sizes of selectable files only: memory bounded by the budget
+            sizes = {f: hw for f, hw in {**sizes, **shard["sizes"]}.items() if f in live}
+            parts.append(shard)
+            bar.update(shard["files"])
+    parts.sort(key=lambda shard: shard["first"])  # skipped files in file order, as the serial scan lists them
+    skipped = [s for shard in parts for s in shard["skipped"]]
+    scored, images = (sum(shard[k] for shard in parts) for k in ("regions_scored", "images_scored"))
+    return Selection(args.images, files, candidates, sizes, skipped, scored, images, timer, meta)
 
 
 # -- outputs -----------------------------------------------------------------------------------------------------
@@ -343,8 +476,10 @@ def _palette(n: int) -> list[str]:
 
 def label_config(class_names: list[str]) -> str:
     """A Label Studio labelling config: the image, the selected regions as red boxes, brush and polygon tools."""
-    labels = "\n".join(f"    <Label value={quoteattr(n)} background={quoteattr(c)}/>"
-                       for n, c in zip(class_names, _palette(len(class_names)), strict=True))  # fmt: skip
+    labels = "\n".join(
+        f"    <Label value={quoteattr(n)} background={quoteattr(c)}/>"
+        for n, c in zip(class_names, _palette(len(class_names)), strict=True)
+    )
     return f"""<View>
   <Header value="Label every pixel inside the red boxes (the selected regions); pixels outside them are not used"/>
   <Image name="image" value="$image" zoom="true" zoomControl="true"/>
@@ -369,13 +504,26 @@ def label_studio_tasks(regions: list[dict], url_prefix: str) -> list[dict]:
     tasks = []
     for image, rs in by_image.items():
         width, height = rs[0]["image_size"]["width"], rs[0]["image_size"]["height"]
-        result = [{
-            "id": f"fastral-{r['order']}", "from_name": "region", "to_name": "image", "type": "rectanglelabels",
-            "original_width": width, "original_height": height, "image_rotation": 0,
-            "value": {"x": 100 * r["box"]["x"] / width, "y": 100 * r["box"]["y"] / height,
-                      "width": 100 * r["box"]["width"] / width, "height": 100 * r["box"]["height"] / height,
-                      "rotation": 0, "rectanglelabels": [RECTANGLE_LABEL]},
-        } for r in rs]  # fmt: skip
+        result = [
+            {
+                "id": f"fastral-{r['order']}",
+                "from_name": "region",
+                "to_name": "image",
+                "type": "rectanglelabels",
+                "original_width": width,
+                "original_height": height,
+                "image_rotation": 0,
+                "value": {
+                    "x": 100 * r["box"]["x"] / width,
+                    "y": 100 * r["box"]["y"] / height,
+                    "width": 100 * r["box"]["width"] / width,
+                    "height": 100 * r["box"]["height"] / height,
+                    "rotation": 0,
+                    "rectanglelabels": [RECTANGLE_LABEL],
+                },
+            }
+            for r in rs
+        ]
         model_version = f"fastral-{rs[0]['policy']}-{rs[0]['network_hash']}"
         tasks.append(
             {
@@ -427,24 +575,51 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True, help="segmentation network (fastral.train / run)")
     p.add_argument("--policy", choices=POLICIES, default="entropy", help="how regions are scored")
     p.add_argument("--policy-checkpoint", type=Path, help="ralis: the query network (fastral.run's policy_seed<s>.pt)")
-    p.add_argument("--state-images", type=Path, help="ralis: folder whose first regions are the state set "
-                   "(default: --images)")  # fmt: skip
+    p.add_argument(
+        "--state-images", type=Path, help="ralis: folder whose first regions are the state set (default: --images)"
+    )
     p.add_argument("--budget", type=int, required=True, help="number of regions to select")
     p.add_argument("--region", type=int, nargs=2, metavar=("H", "W"), required=True, help="region size in pixels")
-    p.add_argument("--labelled", type=Path, help="JSON of regions already labelled (labelled.json or a previous "
-                   "selected_regions.json): a region that shares a pixel with one is never picked")  # fmt: skip
-    p.add_argument("--classes", help="class names, comma-separated, or a data set name (camvid, cityscapes, ...); "
-                   "default: the data set whose class count matches the checkpoint")  # fmt: skip
+    p.add_argument(
+        "--labelled",
+        type=Path,
+        help="JSON of regions already labelled (labelled.json or a previous "
+        "selected_regions.json): a region that shares a pixel with one is never picked",
+    )
+    p.add_argument(
+        "--classes",
+        help="class names, comma-separated, or a data set name (camvid, cityscapes, ...); "
+        "default: the data set whose class count matches the checkpoint",
+    )
     p.add_argument("--bald-samples", type=int, default=20, help="bald: MC-dropout samples per image")
     p.add_argument("--seed", type=int, default=0, help="seed of uniform scores and of BALD's dropout masks")
-    p.add_argument("--image-url-prefix", help="prefix of each task's image URL in tasks.json (+ the path relative "
-                   "to --images); default '/data/local-files/?d=<name of --images>/', Label Studio's local-files "
-                   "serving with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT = the folder above --images and a local "
-                   "storage at --images (README)")  # fmt: skip
+    p.add_argument(
+        "--image-url-prefix",
+        help="prefix of each task's image URL in tasks.json (+ the path relative "
+        "to --images); default '/data/local-files/?d=<name of --images>/', Label Studio's local-files "
+        "serving with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT = the folder above --images and a local "
+        "storage at --images (README)",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("Ray (needs the [ray] extra; --images must be readable on every node)")
+    ray.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="score shards of the folder with Ray Data: alone, on a new local Ray instance; with auto, "
+        "host:port or ray://host:10001, on that cluster (the same selection)",
+    )
+    ray.add_argument(
+        "--ray-workers",
+        type=int,
+        help="scoring actors, each with the network loaded once (default: "
+        "one per CPU of the cluster, one per GPU with --device cuda)",
+    )
+    ray.add_argument("--shard-size", type=int, default=32, help="files per shard (one actor call)")
     return p
 
 
@@ -453,13 +628,17 @@ def class_names_for(spec: str | None, num_classes: int, p: argparse.ArgumentPars
     if spec is None:
         matches = {tuple(pr.class_names) for pr in PRESETS.values() if len(pr.class_names) == num_classes}
         if len(matches) != 1:
-            p.error(f"argument --classes: the checkpoint has {num_classes} classes and no known data set gives "
-                    "unambiguous names for them; pass --classes name1,name2,...")  # fmt: skip
+            p.error(
+                f"argument --classes: the checkpoint has {num_classes} classes and no known data set gives "
+                "unambiguous names for them; pass --classes name1,name2,..."
+            )
         return list(matches.pop())
     names = list(PRESETS[spec].class_names) if spec in PRESETS else [n.strip() for n in spec.split(",")]
     if len(names) != num_classes or len(set(names)) != len(names) or "" in names or RECTANGLE_LABEL in names:
-        p.error(f"argument --classes: expected {num_classes} distinct non-empty class names (the checkpoint's "
-                f"classes, none called {RECTANGLE_LABEL!r}), got {spec!r}")  # fmt: skip
+        p.error(
+            f"argument --classes: expected {num_classes} distinct non-empty class names (the checkpoint's "
+            f"classes, none called {RECTANGLE_LABEL!r}), got {spec!r}"
+        )
     return names
 
 
@@ -467,8 +646,9 @@ def read_prior(path: Path) -> dict[str, list[tuple[int, int, int, int]]]:
     """Relative image path -> (y, x, h, w) boxes of a labelled.json or selected_regions.json."""
     obj = read_json(path, "argument --labelled: file")
     if not isinstance(obj, dict) or not isinstance(obj.get("regions"), list):
-        raise FolderError(f"argument --labelled: '{path}' has no 'regions' list (expected labelled.json or "
-                          "selected_regions.json)")  # fmt: skip
+        raise FolderError(
+            f"argument --labelled: '{path}' has no 'regions' list (expected labelled.json or selected_regions.json)"
+        )
     prior: dict[str, list] = {}
     for r in obj["regions"]:
         prior.setdefault(r["image"], []).append(box_tuple(r["box"]))
@@ -501,10 +681,19 @@ def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     need(args.images.is_dir(), "images", "an existing folder")
     need(args.checkpoint.is_file(), "checkpoint", "an existing checkpoint file")
     need(args.labelled is None or args.labelled.is_file(), "labelled", "an existing JSON file")
-    need(args.policy != "ralis" or args.policy_checkpoint is not None, "policy-checkpoint",
-         "a query-network file with --policy ralis")  # fmt: skip
+    need(
+        args.policy != "ralis" or args.policy_checkpoint is not None,
+        "policy-checkpoint",
+        "a query-network file with --policy ralis",
+    )
     need(args.policy_checkpoint is None or args.policy_checkpoint.is_file(), "policy-checkpoint", "an existing file")
     need(args.state_images is None or args.state_images.is_dir(), "state-images", "an existing folder")
+    need(args.ray_workers is None or args.ray_workers >= 1, "ray-workers", "an integer >= 1")
+    need(args.shard_size >= 1, "shard-size", "an integer >= 1")
+    if args.ray is not None and args.policy == "ralis":
+        p.error("argument --ray: not with --policy ralis (its candidates are scored in groups that cross shards)")
+    if args.ray is not None and (missing := ray_missing()):
+        p.error(f"argument --ray: {missing}")
 
 
 def make_scorer(args, model, device, timer: Timer, num_classes: int) -> Scorer:
@@ -514,8 +703,9 @@ def make_scorer(args, model, device, timer: Timer, num_classes: int) -> Scorer:
         return EntropyScorer(timer, model, device)
     if args.policy == "bald":
         return BaldScorer(timer, model, device, args.bald_samples, args.seed)
-    scorer = RalisScorer(timer, model, device, args.policy_checkpoint,
-                         labelled_distribution(args.labelled, args.images, num_classes))  # fmt: skip
+    scorer = RalisScorer(
+        timer, model, device, args.policy_checkpoint, labelled_distribution(args.labelled, args.images, num_classes)
+    )
     source = args.state_images or args.images
     state_files = image_files(source)
     scorer.set_state((x for _, x in readable_images(source, state_files, [])), tuple(args.region), str(source))
@@ -538,30 +728,60 @@ def main(argv: list[str] | None = None) -> dict:
         classes = class_names_for(args.classes, model.num_classes, p)
         prior = read_prior(args.labelled) if args.labelled else {}
         timer = Timer()
-        scorer = make_scorer(args, model, device, timer, model.num_classes)
-        meta = {"policy": args.policy, "checkpoint": str(args.checkpoint), "network_hash": weights_hash(model),
-                "region": list(args.region), "budget": args.budget, "seed": args.seed, "class_names": classes,
-                "ignore_index": IGNORE_INDEX}  # fmt: skip
+        if args.ray is None:
+            scorer = make_scorer(args, model, device, timer, model.num_classes)
+        else:  # the actors make their own
+            try:
+                connect(args.ray)
+            except ConnectionError as exc:
+                p.error(f"argument --ray: {exc}")
+        meta = {
+            "policy": args.policy,
+            "checkpoint": str(args.checkpoint),
+            "network_hash": weights_hash(model),
+            "region": list(args.region),
+            "budget": args.budget,
+            "seed": args.seed,
+            "class_names": classes,
+            "ignore_index": IGNORE_INDEX,
+        }
         if args.policy == "bald":
             meta["bald_samples"] = args.bald_samples
         if args.policy == "ralis":
             meta["policy_checkpoint"] = str(args.policy_checkpoint)
         with timer.section("total"):
-            selection = select_regions(args.images, files, scorer, args.budget, tuple(args.region), prior, meta,
-                                       progress=not args.no_progress)  # fmt: skip
+            if args.ray is None:
+                selection = select_regions(
+                    args.images,
+                    files,
+                    scorer,
+                    args.budget,
+                    tuple(args.region),
+                    prior,
+                    meta,
+                    progress=not args.no_progress,
+                )
+            else:
+                selection = select_regions_ray(args, files, prior, meta, timer)
         if not len(selection.candidates.scores):
-            sys.exit(f"fastral.select: error: no region to select under '{args.images}': "
-                     f"{len(selection.skipped)} images skipped, every other region already labelled")  # fmt: skip
+            sys.exit(
+                f"fastral.select: error: no region to select under '{args.images}': "
+                f"{len(selection.skipped)} images skipped, every other region already labelled"
+            )
         url_prefix = args.image_url_prefix or f"/data/local-files/?d={quote(args.images.resolve().name)}/"
         write_outputs(selection, args.out, url_prefix)
     except (FolderError, CheckpointError, FileNotFoundError, ImageFileError) as exc:
         sys.exit(f"fastral.select: error: {exc}")
+    finally:
+        disconnect()
     for s in selection.skipped:
         print(f"skipped {s['image']}: {s['reason']}", file=sys.stderr)
     n_images = len(set(selection.candidates.files.tolist()))
-    print(f"selected {len(selection.candidates.scores)} regions in {n_images} images out of "
-          f"{selection.regions_scored} regions of {selection.images_scored} images ({len(selection.skipped)} "
-          f"skipped); wrote {args.out}/selected_regions.json, label_studio/, overlays/")  # fmt: skip
+    print(
+        f"selected {len(selection.candidates.scores)} regions in {n_images} images out of "
+        f"{selection.regions_scored} regions of {selection.images_scored} images ({len(selection.skipped)} "
+        f"skipped); wrote {args.out}/selected_regions.json, label_studio/, overlays/"
+    )
     return selection.to_json()
 
 

@@ -30,14 +30,76 @@ from fastral.models import SemanticFPN, save_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 # Two seeds, six policies, two budgets, three policy-training episodes of two steps, two final trainings of three
 # iterations per budget; seconds on one core.
-TINY = ["--image-size", "64", "80", "--region", "16", "16", "--streets-images", "40", "8", "8", "--d-s", "2",
-        "--d-t", "8", "--width", "4", "--fpn-channels", "8", "--head-channels", "4", "--pretrain-images", "8",
-        "--pretrain-epochs", "1", "--regions-per-step", "2", "--train-pool-size", "3", "--pool-size", "3",
-        "--baseline-pool-size", "3", "--uniform-pool-size", "5", "--train-budget", "4", "--episodes", "3",
-        "--budgets", "2", "4", "--seeds", "0", "1", "--batch-size", "2", "--crop", "48", "48",
-        "--final-iterations", "3", "--final-repeats", "2", "--bald-samples", "3", "--dqn-batch-size", "4",
-        "--replay-size", "16", "--eval-batch-size", "8", "--greedy-every", "2", "--dqn-updates-per-step", "2",
-        "--policy", "all", "--no-progress"]  # fmt: skip
+TINY = [
+    "--image-size",
+    "64",
+    "80",
+    "--region",
+    "16",
+    "16",
+    "--streets-images",
+    "40",
+    "8",
+    "8",
+    "--d-s",
+    "2",
+    "--d-t",
+    "8",
+    "--width",
+    "4",
+    "--fpn-channels",
+    "8",
+    "--head-channels",
+    "4",
+    "--pretrain-images",
+    "8",
+    "--pretrain-epochs",
+    "1",
+    "--regions-per-step",
+    "2",
+    "--train-pool-size",
+    "3",
+    "--pool-size",
+    "3",
+    "--baseline-pool-size",
+    "3",
+    "--uniform-pool-size",
+    "5",
+    "--train-budget",
+    "4",
+    "--episodes",
+    "3",
+    "--budgets",
+    "2",
+    "4",
+    "--seeds",
+    "0",
+    "1",
+    "--batch-size",
+    "2",
+    "--crop",
+    "48",
+    "48",
+    "--final-iterations",
+    "3",
+    "--final-repeats",
+    "2",
+    "--bald-samples",
+    "3",
+    "--dqn-batch-size",
+    "4",
+    "--replay-size",
+    "16",
+    "--eval-batch-size",
+    "8",
+    "--greedy-every",
+    "2",
+    "--dqn-updates-per-step",
+    "2",
+    "--policy",
+    "all",
+    "--no-progress",
+]
 COMPARED = ("theta0", "policy_training", "evaluations", "summary", "splits", "config")
 
 
@@ -55,10 +117,22 @@ def reference(tmp_path_factory):
 
 def test_end_to_end_writes_every_output(reference):
     out, results = reference
-    for name in ("results.json", "results.csv", "selected_regions.json", "miou_vs_budget.png",
-                 "class_frequencies.png", "selected_regions.png", "policy_seed0.pt", "policy_seed1.pt",
-                 "policy_seed0_ralis-shuffled.pt", "policy_seed1_ralis-shuffled.pt", "theta0.pt", "splits.json",
-                 "features.h5", "run_state.pt"):  # fmt: skip
+    for name in (
+        "results.json",
+        "results.csv",
+        "selected_regions.json",
+        "miou_vs_budget.png",
+        "class_frequencies.png",
+        "selected_regions.png",
+        "policy_seed0.pt",
+        "policy_seed1.pt",
+        "policy_seed0_ralis-shuffled.pt",
+        "policy_seed1_ralis-shuffled.pt",
+        "theta0.pt",
+        "splits.json",
+        "features.h5",
+        "run_state.pt",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     evaluations = results["evaluations"]
@@ -110,8 +184,16 @@ def test_policy_training_records_learning_diagnostics(reference):
     assert (out / "policy_training.png").is_file()
     for episodes in results["policy_training"].values():
         for e in episodes:
-            for key in ("return", "discounted_return", "q_initial", "mean_dqn_loss", "class_entropy", "lr",
-                        "epsilon_start", "final_d_r_miou"):  # fmt: skip
+            for key in (
+                "return",
+                "discounted_return",
+                "q_initial",
+                "mean_dqn_loss",
+                "class_entropy",
+                "lr",
+                "epsilon_start",
+                "final_d_r_miou",
+            ):
                 assert e[key] is not None and math.isfinite(e[key]), (key, e[key])
             assert e["discounted_return"] == pytest.approx(sum(r * 0.999**t for t, r in enumerate(e["rewards"])))
             assert (e["greedy_return"] is not None) == (e["episode"] == 1)  # --greedy-every 2, 3 episodes
@@ -237,8 +319,9 @@ def test_kill_9_and_resume_of_the_reproduction_preset_ends_like_an_uninterrupted
     cmd = [sys.executable, "-m", "fastral.run", *tiny, "--out", str(out)]
     with open(f"{out}.log", "ab") as log:
         _kill_after_checkpoints(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log), out / "run_state.pt", 3)
-        _kill_after_checkpoints(subprocess.Popen([*cmd, "--resume"], cwd=REPO, stdout=log, stderr=log),
-                                out / "run_state.pt", 5)  # fmt: skip
+        _kill_after_checkpoints(
+            subprocess.Popen([*cmd, "--resume"], cwd=REPO, stdout=log, stderr=log), out / "run_state.pt", 5
+        )
         assert subprocess.run([*cmd, "--resume"], cwd=REPO, stdout=log, stderr=log).returncode == 0
     ref, resumed = (json.loads((d / "results.json").read_text()) for d in (ref_out, out))
     assert resumed["config"]["preset"] == "reproduce" and resumed["config"]["step_lr"] == 0.03
@@ -412,16 +495,29 @@ def test_help_documents_every_preset_value(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     text = capsys.readouterr().out
-    flags = ["--dataset", "--data-root", "--policy", "--budgets", "--seeds", "--episodes", "--device", "--out",
-             "--resume"]  # fmt: skip
+    flags = [
+        "--dataset",
+        "--data-root",
+        "--policy",
+        "--budgets",
+        "--seeds",
+        "--episodes",
+        "--device",
+        "--out",
+        "--resume",
+    ]
     fields = [f for f in dataclasses.fields(RalisConfig) if f.metadata.get("cli", True)]
     flags += ["--" + f.name.replace("_", "-") for f in fields]
     assert all(flag in text for flag in flags), [f for f in flags if f not in text]
 
 
 def test_print_config_applies_overrides(capsys):
-    assert cli.main(["--dataset", "camvid", "--budgets", "24", "48", "--policy", "bald", "uniform", "bald",
-                     "--print-config"]) is None  # fmt: skip
+    assert (
+        cli.main(
+            ["--dataset", "camvid", "--budgets", "24", "48", "--policy", "bald", "uniform", "bald", "--print-config"]
+        )
+        is None
+    )
     config = json.loads(capsys.readouterr().out)
     assert config["budgets"] == [24, 48] and config["policies"] == ["bald", "uniform"]
     assert config["regions_per_step"] == 24 and config["replay_size"] == 600  # the official CamVid values
@@ -432,9 +528,24 @@ def test_policy_training_and_pretraining_can_start_from_other_weights(tmp_path):
     --pretrain-from: theta_0's pretraining starts there (the official GTA5 -> D_T recipe)."""
     torch.manual_seed(5)
     save_checkpoint(tmp_path / "other.pt", SemanticFPN(11, width=4, fpn_channels=8, head_channels=4))
-    argv = [*TINY, "--out", str(tmp_path / "run"), "--policy", "ralis", "--seeds", "0", "--budgets", "2",
-            "--episodes", "1", "--train-init-checkpoint", str(tmp_path / "other.pt"), "--no-plots",
-            "--pretrain-from", str(tmp_path / "other.pt")]  # fmt: skip
+    argv = [
+        *TINY,
+        "--out",
+        str(tmp_path / "run"),
+        "--policy",
+        "ralis",
+        "--seeds",
+        "0",
+        "--budgets",
+        "2",
+        "--episodes",
+        "1",
+        "--train-init-checkpoint",
+        str(tmp_path / "other.pt"),
+        "--no-plots",
+        "--pretrain-from",
+        str(tmp_path / "other.pt"),
+    ]
     threads = torch.get_num_threads()
     try:
         results = cli.main(argv)
@@ -452,8 +563,20 @@ def test_backbone_weights_start_theta0_from_a_torchvision_checkpoint(tmp_path, c
     (none here, so theta_0's backbone is exactly the file's); a backbone it does not fit is named with the flag."""
     weights = tmp_path / "resnet18-random.pth"
     torch.save(torchvision_state_dict(18), weights)
-    argv = [*TINY, "--policy", "uniform", "--seeds", "0", "--budgets", "2", "--no-plots", "--pretrain", "none",
-            "--backbone-weights", str(weights)]  # fmt: skip
+    argv = [
+        *TINY,
+        "--policy",
+        "uniform",
+        "--seeds",
+        "0",
+        "--budgets",
+        "2",
+        "--no-plots",
+        "--pretrain",
+        "none",
+        "--backbone-weights",
+        str(weights),
+    ]
     threads = torch.get_num_threads()
     try:
         results = cli.main([*argv, "--width", "64", "--out", str(tmp_path / "run")])
@@ -473,14 +596,72 @@ def test_cityscapes_path_runs_end_to_end_on_the_real_sample_frames(tmp_path):
     """The user's main command on the 8 real Cityscapes frames (quarter scale, tiny settings): every split size
     is overridable, so D_R fits (the recipe's 200 images would not), and the whole pipeline runs."""
     root = shared_data("cityscapes_sample")
-    argv = ["--dataset", "cityscapes", "--data-root", str(root), "--scale", "0.25", "--test-split", "train",
-            "--d-s", "1", "--d-t", "3", "--d-r", "2", "--d-v", "2", "--width", "4", "--fpn-channels", "8",
-            "--head-channels", "4", "--pretrain-epochs", "1", "--regions-per-step", "4", "--train-pool-size", "4",
-            "--pool-size", "4", "--baseline-pool-size", "4", "--uniform-pool-size", "8", "--train-budget", "8",
-            "--episodes", "1", "--budgets", "8", "--seeds", "0", "--policy", "ralis", "entropy", "--batch-size", "4",
-            "--crop", "64", "64", "--final-iterations", "2", "--final-repeats", "1", "--dqn-batch-size", "4",
-            "--replay-size", "16", "--eval-batch-size", "2", "--no-progress", "--no-plots", "--out",
-            str(tmp_path / "cs")]  # fmt: skip
+    argv = [
+        "--dataset",
+        "cityscapes",
+        "--data-root",
+        str(root),
+        "--scale",
+        "0.25",
+        "--test-split",
+        "train",
+        "--d-s",
+        "1",
+        "--d-t",
+        "3",
+        "--d-r",
+        "2",
+        "--d-v",
+        "2",
+        "--width",
+        "4",
+        "--fpn-channels",
+        "8",
+        "--head-channels",
+        "4",
+        "--pretrain-epochs",
+        "1",
+        "--regions-per-step",
+        "4",
+        "--train-pool-size",
+        "4",
+        "--pool-size",
+        "4",
+        "--baseline-pool-size",
+        "4",
+        "--uniform-pool-size",
+        "8",
+        "--train-budget",
+        "8",
+        "--episodes",
+        "1",
+        "--budgets",
+        "8",
+        "--seeds",
+        "0",
+        "--policy",
+        "ralis",
+        "entropy",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64",
+        "64",
+        "--final-iterations",
+        "2",
+        "--final-repeats",
+        "1",
+        "--dqn-batch-size",
+        "4",
+        "--replay-size",
+        "16",
+        "--eval-batch-size",
+        "2",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(tmp_path / "cs"),
+    ]
     threads = torch.get_num_threads()
     with pytest.warns(UserWarning, match="the test split 'train' also holds D_R"):
         try:

@@ -3,7 +3,8 @@
 A run is a fixed list of tasks (:func:`plan`): per seed, training the query network of each trained policy
 (``ralis``, and the ``ralis-shuffled`` control), then one evaluation per policy. After every AL step (and every
 final training) the whole run state is written atomically (:mod:`fastral.al.run_state`), so ``--resume``
-continues from the last finished one.
+continues from the last finished one. A Ray run (:mod:`fastral.al.distributed`) runs the same methods as units
+on a cluster: policy trainings, evaluation trajectories and final trainings.
 
 **Policy training** (one task per seed and trained policy): ``episodes`` episodes; each starts from theta_0 with
 nothing labelled and runs steps of K regions until ``train_budget`` regions are labelled. A step: the agent picks
@@ -93,14 +94,34 @@ def _unpack(saved: dict) -> Observation:
 class Runner:
     """Runs (or resumes) the tasks of one experiment; ``state`` is a loaded run state or None for a new run."""
 
-    def __init__(self, exp: Experiment, policies, out: Path, state: dict | None = None, progress: bool = True,
-                 started: float | None = None):  # fmt: skip
-        """``started``: ``time.perf_counter()`` when this attempt began (default: now), for :meth:`wall_seconds`."""
+    def __init__(
+        self,
+        exp: Experiment,
+        policies,
+        out: Path,
+        state: dict | None = None,
+        progress: bool = True,
+        started: float | None = None,
+        checkpoints: bool = True,
+    ):
+        """``started``: ``time.perf_counter()`` when this attempt began (default: now), for :meth:`wall_seconds`.
+        ``checkpoints=False``: no per-step run state (a unit on a Ray worker: the driver owns the run state)."""
         self.exp, self.config, self.policies, self.out, self.progress = exp, exp.config, list(policies), out, progress
+        self.checkpoints = checkpoints
         self.started = time.perf_counter() if started is None else started
-        self.state = state if state is not None else {
-            "task_index": 0, "task": None, "agents": {}, "training": {}, "evaluations": [], "trajectories": {},
-            "timers": {}}  # fmt: skip
+        self.state = (
+            state
+            if state is not None
+            else {
+                "task_index": 0,
+                "task": None,
+                "agents": {},
+                "training": {},
+                "evaluations": [],
+                "trajectories": {},
+                "timers": {},
+            }
+        )
         self.timers = {phase: Timer() for phase in PHASES.values()}
         for phase, saved in self.state["timers"].items():
             self.timers[phase].load_state_dict(saved)
@@ -123,10 +144,21 @@ class Runner:
     def make_env(self, images, timer: Timer, theta0: dict) -> ALEnvironment:
         exp, c = self.exp, self.config
         return ALEnvironment(
-            exp.train, images, exp.images("d_s"), exp.model, theta0, exp.step_train_config(), exp.reward,
-            exp.reward_indices, exp.cache, timer, step_epochs=c.step_epochs, entropy_pool=c.entropy_pool,
-            kl_bins=c.kl_bins, eval_batch_size=c.eval_batch_size,
-        )  # fmt: skip
+            exp.train,
+            images,
+            exp.images("d_s"),
+            exp.model,
+            theta0,
+            exp.step_train_config(),
+            exp.reward,
+            exp.reward_indices,
+            exp.cache,
+            timer,
+            step_epochs=c.step_epochs,
+            entropy_pool=c.entropy_pool,
+            kl_bins=c.kl_bins,
+            eval_batch_size=c.eval_batch_size,
+        )
 
     def make_agent(self, seed: int, policy: str) -> DQNAgent:
         """The agent of a ralis-family ``policy`` at ``seed``, its query network at initialisation: the same
@@ -140,11 +172,20 @@ class Runner:
                 action_dim=exp.feature_dim + 2 * c.kl_bins,
                 gate_dim=2 * c.kl_bins,
             )
-        dqn = DQNConfig(lr=c.dqn_lr, momentum=c.dqn_momentum, weight_decay=c.dqn_weight_decay,
-                        lr_decay_per_episode=c.dqn_lr_decay, gamma=c.dqn_gamma, batch_size=c.dqn_batch_size,
-                        buffer_size=c.replay_size, target_update=c.target_update, eps_start=c.eps_start,
-                        eps_end=c.eps_end, eps_decay=c.epsilon_decay_steps,
-                        shuffle_rewards=policy == "ralis-shuffled")  # fmt: skip
+        dqn = DQNConfig(
+            lr=c.dqn_lr,
+            momentum=c.dqn_momentum,
+            weight_decay=c.dqn_weight_decay,
+            lr_decay_per_episode=c.dqn_lr_decay,
+            gamma=c.dqn_gamma,
+            batch_size=c.dqn_batch_size,
+            buffer_size=c.replay_size,
+            target_update=c.target_update,
+            eps_start=c.eps_start,
+            eps_end=c.eps_end,
+            eps_decay=c.epsilon_decay_steps,
+            shuffle_rewards=policy == "ralis-shuffled",
+        )
         return DQNAgent(net, dqn, seed=derive_seed(seed, TRAIN, policy, "agent"))
 
     def make_policy(self, name: str, env: ALEnvironment, streams: Streams, seed: int) -> Policy:
@@ -171,6 +212,7 @@ class Runner:
             kind, seed, policy = tasks[index]
             if kind == TRAIN:
                 self.train_policy(seed, policy)
+                self.save_policy(seed, policy)
             else:
                 self.evaluate_policy(seed, policy)
             self.state.update(task_index=index + 1, task=None)
@@ -184,23 +226,38 @@ class Runner:
         agent = self.make_agent(seed, policy)
         task = self.state["task"]
         if task is None:
-            task = {"kind": TRAIN, "seed": seed, "policy": policy, "episode": 0, "pending": None, "log": None,
-                    "prev_miou": None}  # fmt: skip
+            task = {
+                "kind": TRAIN,
+                "seed": seed,
+                "policy": policy,
+                "episode": 0,
+                "pending": None,
+                "log": None,
+                "prev_miou": None,
+            }
         else:
             env.load_state_dict(task["env"])
             agent.load_state_dict(task["agent"])
             streams.load_state_dict(task["streams"])
         history = self.state["training"].setdefault(f"{seed}/{policy}", [])
-        episodes = self.bar(total=c.episodes, initial=task["episode"], desc=f"seed {seed}: training {policy}",
-                            unit="episode")  # fmt: skip
+        episodes = self.bar(
+            total=c.episodes, initial=task["episode"], desc=f"seed {seed}: training {policy}", unit="episode"
+        )
         steps = self.bar(total=c.steps_per_episode, desc="  AL steps", unit="step", leave=False)
         while task["episode"] < c.episodes:
             if task["pending"] is None:  # a new episode: theta_0, nothing labelled
                 env.reset()
                 task["prev_miou"] = exp.train_theta0_miou
                 obs = env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, streams.pools))
-                task["log"] = {"episode": task["episode"], "epsilon_start": agent.epsilon(), "lr": agent.lr(),
-                               "q_initial": None, "rewards": [], "d_r_miou": [], "dqn_loss": []}  # fmt: skip
+                task["log"] = {
+                    "episode": task["episode"],
+                    "epsilon_start": agent.epsilon(),
+                    "lr": agent.lr(),
+                    "q_initial": None,
+                    "rewards": [],
+                    "d_r_miou": [],
+                    "dqn_loss": [],
+                }
                 steps.reset()
             else:
                 obs = _unpack(task["pending"])
@@ -216,25 +273,43 @@ class Runner:
             task["pending"] = None if nxt is None else _pack(nxt)
             if nxt is None:  # the budget is spent: the episode ends
                 losses = [x for x in log["dqn_loss"] if x is not None]
-                history.append({**log, "return": sum(log["rewards"]),
-                                "discounted_return": discounted(log["rewards"], c.dqn_gamma), "final_d_r_miou": miou,
-                                "mean_dqn_loss": float(np.mean(losses)) if losses else None, "updates": agent.updates,
-                                "class_entropy": class_entropy(env.labelled.class_histogram()),
-                                "greedy_return": None})  # fmt: skip
+                history.append(
+                    {
+                        **log,
+                        "return": sum(log["rewards"]),
+                        "discounted_return": discounted(log["rewards"], c.dqn_gamma),
+                        "final_d_r_miou": miou,
+                        "mean_dqn_loss": float(np.mean(losses)) if losses else None,
+                        "updates": agent.updates,
+                        "class_entropy": class_entropy(env.labelled.class_histogram()),
+                        "greedy_return": None,
+                    }
+                )
                 if c.greedy_every and (task["episode"] + 1) % c.greedy_every == 0:
                     history[-1]["greedy_return"] = self.greedy_episode(agent, seed, policy, task["episode"])
                 task["episode"] += 1
                 episodes.update()
                 episodes.set_postfix(ret=f"{history[-1]['return']:+.2f}", eps=f"{agent.epsilon():.2f}")
-            task.update(env=env.state_dict(), agent=agent.state_dict(), streams=streams.state_dict())
-            self.state["task"] = task
-            self.save(timer)
+            if self.checkpoints:  # (a Ray unit skips the snapshots: the driver records whole units)
+                task.update(env=env.state_dict(), agent=agent.state_dict(), streams=streams.state_dict())
+                self.state["task"] = task
+                self.save(timer)
         steps.close()
         episodes.close()
-        weights = {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
-        self.state["agents"][f"{seed}/{policy}"] = weights
-        torch_save({"format": "fastral-ralis-policy/1", "config": self.config.to_dict(), "seed": seed,
-                    "policy": policy, "state_dict": weights}, self.out / policy_file(seed, policy))  # fmt: skip
+        self.state["agents"][f"{seed}/{policy}"] = {k: v.detach().clone() for k, v in agent.policy.state_dict().items()}
+
+    def save_policy(self, seed: int, policy: str) -> None:
+        """Write the trained query network of ``policy`` at ``seed`` (from the run state) to its policy file."""
+        torch_save(
+            {
+                "format": "fastral-ralis-policy/1",
+                "config": self.config.to_dict(),
+                "seed": seed,
+                "policy": policy,
+                "state_dict": self.state["agents"][f"{seed}/{policy}"],
+            },
+            self.out / policy_file(seed, policy),
+        )
 
     def greedy_episode(self, agent: DQNAgent, seed: int, policy: str, episode: int) -> float:
         """Return of one episode on D_T with the agent greedy and frozen (the ``greedy_return`` diagnostic).
@@ -256,8 +331,9 @@ class Runner:
                 total, prev = total + 100.0 * (miou - prev), miou
         return total
 
-    def training_step(self, env: ALEnvironment, agent: DQNAgent, streams: Streams, obs: Observation,
-                      prev_miou: float) -> tuple[float, float, float | None, Observation | None]:  # fmt: skip
+    def training_step(
+        self, env: ALEnvironment, agent: DQNAgent, streams: Streams, obs: Observation, prev_miou: float
+    ) -> tuple[float, float, float | None, Observation | None]:
         """One AL step of policy training from observation ``obs``: select (epsilon-greedy), label, train,
         reward, observe the next state, store the K transitions, update the DQN. Returns (reward, D_R mIoU, DQN
         loss or None, next observation or None when the episode's budget is spent)."""
@@ -270,8 +346,14 @@ class Runner:
         nxt = None if terminal else env.observe(env.sample_pools(c.regions_per_step, c.train_pool_size, streams.pools))
         reward = 100.0 * (miou - prev_miou)
         with timer.section("dqn"):
-            agent.remember(obs.state, obs.actions[:n], torch.from_numpy(positions[:n]), reward,
-                           None if terminal else nxt.state, None if terminal else nxt.actions[:n])  # fmt: skip
+            agent.remember(
+                obs.state,
+                obs.actions[:n],
+                torch.from_numpy(positions[:n]),
+                reward,
+                None if terminal else nxt.state,
+                None if terminal else nxt.actions[:n],
+            )
             losses = [agent.optimize() for _ in range(c.dqn_updates_per_step)]
             losses = [x for x in losses if x is not None]
             loss = float(np.mean(losses)) if losses else None
@@ -281,21 +363,37 @@ class Runner:
         timer.step()
         return reward, miou, loss, nxt
 
-    def evaluate_policy(self, seed: int, name: str) -> None:
+    def evaluate_policy(self, seed: int, name: str, finals: bool = True) -> list[dict]:
+        """The evaluation trajectory of policy ``name`` at ``seed``, with its final trainings at every budget.
+
+        ``finals=False`` (a trajectory unit of a Ray run): the final trainings are left to units of their own and
+        the environment's state at each budget (:meth:`ALEnvironment.state_dict`, what they start from) is
+        returned instead, one per budget; the trajectory is the same either way (it never sees the finals).
+        """
         c, exp, timer = self.config, self.exp, self.timers[PHASES[EVAL]]
         env = self.make_env(exp.images("d_v"), timer, exp.theta0)
         streams = Streams((seed, EVAL, name), (seed, EVAL), exp.device)
         policy = self.make_policy(name, env, streams, seed)
         task = self.state["task"]
         if task is None:
-            task = {"kind": EVAL, "seed": seed, "policy": name, "budget_index": 0, "step": 0, "steps": [],
-                    "records": [], "final": None}  # fmt: skip
+            task = {
+                "kind": EVAL,
+                "seed": seed,
+                "policy": name,
+                "budget_index": 0,
+                "step": 0,
+                "steps": [],
+                "records": [],
+                "final": None,
+            }
         else:
             env.load_state_dict(task["env"])
             streams.load_state_dict(task["streams"])
         K, N = c.regions_per_step, c.pool_size_of(name)
-        bar = self.bar(total=math.ceil(c.budgets[-1] / K), initial=task["step"], desc=f"seed {seed}: {name}",
-                       unit="step")  # fmt: skip
+        budget_states = []  # finals=False only: such a unit is never resumed mid-way (it reruns from the start)
+        bar = self.bar(
+            total=math.ceil(c.budgets[-1] / K), initial=task["step"], desc=f"seed {seed}: {name}", unit="step"
+        )
         while task["budget_index"] < len(c.budgets):
             target = c.budgets[task["budget_index"]]
             if task["final"] is None:  # an AL step
@@ -305,8 +403,11 @@ class Runner:
                 task["steps"] += [task["step"]] * len(ids)
                 task["step"] += 1
                 bar.update()
-                if len(env.labelled) == target:
+                if len(env.labelled) == target and finals:
                     task["final"] = []
+                elif len(env.labelled) == target:
+                    budget_states.append(env.state_dict())
+                    task["budget_index"] += 1
             else:  # the final trainings at this budget, one repeat per checkpoint
                 repeat = len(task["final"])
                 bar.set_postfix(budget=target, status=f"final training {repeat + 1}/{c.final_repeats}")
@@ -316,12 +417,14 @@ class Runner:
                     task["records"].append(record)
                     task.update(budget_index=task["budget_index"] + 1, final=None)
                     bar.set_postfix(budget=target, test_miou=f"{100 * record['test_miou']:.2f}")
-            task.update(env=env.state_dict(), streams=streams.state_dict())
-            self.state["task"] = task
-            self.save(timer)
+            if self.checkpoints:
+                task.update(env=env.state_dict(), streams=streams.state_dict())
+                self.state["task"] = task
+                self.save(timer)
         bar.close()
         self.state["evaluations"] += task["records"]
         self.state["trajectories"][f"{seed}/{name}"] = {"region_ids": env.labelled.region_ids, "steps": task["steps"]}
+        return budget_states
 
     def final_training(self, env: ALEnvironment, seed: int, budget: int, repeat: int) -> dict:
         """Repeat ``repeat`` of the final training at ``budget``: a copy of the network trained for exactly
@@ -342,13 +445,20 @@ class Runner:
             with timer.section("final_training"):
                 optimizer = make_optimizer(model, config)
                 items = env.labelled.training_items(env.labelled.region_ids)
-                train_steps(model, exp.train, items, optimizer, config, iterations=c.final_iterations,
-                            generator=generator, scheduler=poly_schedule(optimizer, c.final_iterations))  # fmt: skip
+                train_steps(
+                    model,
+                    exp.train,
+                    items,
+                    optimizer,
+                    config,
+                    iterations=c.final_iterations,
+                    generator=generator,
+                    scheduler=poly_schedule(optimizer, c.final_iterations),
+                )
         with timer.section("test_evaluation"):
             ev = evaluate(model, exp.test, exp.test_indices, c.eval_batch_size)
             d_r = evaluate(model, exp.reward, exp.reward_indices, c.eval_batch_size)
-        return {"test_miou": ev.miou, "test_iou": ev.iou.tolist(), "test_accuracy": ev.accuracy,
-                "d_r_miou": d_r.miou}  # fmt: skip
+        return {"test_miou": ev.miou, "test_iou": ev.iou.tolist(), "test_accuracy": ev.accuracy, "d_r_miou": d_r.miou}
 
     def budget_record(self, env: ALEnvironment, seed: int, policy: str, budget: int, repeats: list[dict]) -> dict:
         """The evaluation record of one labelled set: means over the final-training repeats, and each repeat."""
@@ -358,7 +468,10 @@ class Runner:
             mean_iou = np.nanmean(iou, 0)
         pixels = env.labelled.class_histogram()
         return {
-            "seed": seed, "policy": policy, "budget": budget, "final_iterations": self.config.final_iterations,
+            "seed": seed,
+            "policy": policy,
+            "budget": budget,
+            "final_iterations": self.config.final_iterations,
             "test_miou": float(np.mean([r["test_miou"] for r in repeats])),
             "test_miou_repeats": [r["test_miou"] for r in repeats],
             "test_iou": mean_iou.tolist(),
@@ -366,5 +479,6 @@ class Runner:
             "d_r_miou": float(np.mean([r["d_r_miou"] for r in repeats])),
             "d_r_miou_repeats": [r["d_r_miou"] for r in repeats],
             "labelled_images": len(env.labelled.images()),
-            "labelled_pixels": pixels.tolist(), "class_entropy": class_entropy(pixels),
-        }  # fmt: skip
+            "labelled_pixels": pixels.tolist(),
+            "class_entropy": class_entropy(pixels),
+        }
