@@ -33,7 +33,9 @@ instance) with Ray Data: the sorted file list is cut into shards of ``--shard-si
 actors each load the network once and run :func:`select_regions` on a shard (its best ``--budget`` regions), and
 the driver merges the shards' candidates with the same ordering (score, then file order, then region order): the
 same selection as without ``--ray`` given the same ``--threads``. ``--images`` must be readable on every node.
-Not with ``--policy ralis``, whose candidates are scored in consecutive groups that cross shard boundaries.
+With ``--policy ralis`` the candidates are scored in consecutive groups (above), so a first Ray Data pass decodes
+every image for its size (and whether it is readable), the driver forms the groups as the serial scan would, and
+each shard holds whole groups (at least ``--shard-size`` files).
 """
 
 from __future__ import annotations
@@ -203,17 +205,28 @@ def region_bald(acc: BaldAccumulator, last_update: Future, region: tuple[int, in
     return acc.compute(region=region).region_bald.cpu().numpy()
 
 
+def read_policy(path: Path) -> dict:
+    """A ``fastral.run`` query-network file (``policy_seed<s>.pt``): weights and the run's configuration."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != "fastral-ralis-policy/1":
+        raise FolderError(f"'{path}' is not a fastral.run query-network file (policy_seed<s>.pt)")
+    return state
+
+
+def group_regions(config: dict) -> int:
+    """Regions per scoring group of the ralis policy: K x N, the candidates of one official AL step."""
+    return int(config["regions_per_step"]) * int(config["pool_size"])
+
+
 class RalisScorer(NetworkScorer):
     """The query network's Q-value of every region (see the module docstring for its state and KL inputs)."""
 
     def __init__(self, timer, model, device, policy_path: Path, labelled_dist: torch.Tensor):
         super().__init__(timer, model, device)
-        state = torch.load(policy_path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != "fastral-ralis-policy/1":
-            raise FolderError(f"'{policy_path}' is not a fastral.run query-network file (policy_seed<s>.pt)")
+        state = read_policy(policy_path)
         weights, config = state["state_dict"], state["config"]
         self.entropy_pool, self.kl_bins = tuple(config["entropy_pool"]), int(config["kl_bins"])
-        self.group_regions = int(config["regions_per_step"]) * int(config["pool_size"])
+        self.group_regions = group_regions(config)
         self.net = QueryNetwork(
             state_dim=weights["state_regions_path.0.weight"].shape[0],
             state_regions=weights["state_summary.0.weight"].shape[0],
@@ -403,7 +416,7 @@ class ShardScorer:
         self.prior = prior
 
     def __call__(self, batch: dict) -> dict:
-        index = np.sort(batch["index"])  # file order inside the shard, as the serial scan
+        index = np.arange(int(batch["start"][0]), int(batch["end"][0]))  # one shard: files start .. end - 1
         a = self.args
         sel = select_regions(
             a.images,
@@ -441,10 +454,11 @@ def select_regions_ray(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.print_on_execution_start = False  # the bar below is the progress
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # not its INFO lines, nor "progress bars disabled"
-    shards = ray.data.from_items([{"index": k} for k in range(len(files))]).map_batches(
+    ranges = shard_ranges(args, files, workers) if args.policy == "ralis" else fixed_ranges(len(files), args.shard_size)
+    shards = ray.data.from_items([{"start": a, "end": b} for a, b in ranges]).map_batches(
         ShardScorer,
         fn_constructor_args=(args, files, prior),
-        batch_size=args.shard_size,
+        batch_size=1,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=args.threads or 1,
@@ -463,6 +477,56 @@ def select_regions_ray(
     skipped = [s for shard in parts for s in shard["skipped"]]
     scored, images = (sum(shard[k] for shard in parts) for k in ("regions_scored", "images_scored"))
     return Selection(args.images, files, candidates, sizes, skipped, scored, images, timer, meta)
+
+
+def fixed_ranges(n: int, size: int) -> list[tuple[int, int]]:
+    """``(start, end)`` file ranges of ``size`` files (the last one shorter)."""
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def image_sizes(batch: dict, root: Path, files: list[str]) -> dict:
+    """Ray Data task: ``(height, width)`` of the files of ``batch``, ``(-1, -1)`` where unreadable (decoded, so a
+    file that only fails when decoded counts as unreadable, as in the serial scan)."""
+    index = batch["index"]
+    hw = np.full((len(index), 2), -1, np.int64)
+    for i, k in enumerate(index):
+        image = _load(root / files[int(k)])
+        if not isinstance(image, ImageFileError):
+            hw[i] = image.shape[-2:]
+    return {"index": index, "height": hw[:, 0], "width": hw[:, 1]}
+
+
+def shard_ranges(args: argparse.Namespace, files: list[str], workers: int) -> list[tuple[int, int]]:
+    """File ranges holding whole scoring groups of ``--policy ralis`` (at least ``--shard-size`` files each):
+    images join a group in file order until it has ``group_regions`` regions, as :func:`select_regions` forms
+    them; unreadable images and images smaller than a region join no group (they stay in the range they fall
+    in). Needs every image's size: a first Ray Data pass decodes them."""
+    import ray
+
+    sizes = ray.data.from_items([{"index": k} for k in range(len(files))]).map_batches(
+        image_sizes,
+        fn_kwargs={"root": args.images, "files": files},
+        batch_size=args.shard_size,
+        batch_format="numpy",
+        concurrency=workers,
+        num_cpus=args.threads or 1,
+    )
+    hw = np.full((len(files), 2), -1, np.int64)
+    for row in sizes.iter_rows():
+        hw[row["index"]] = row["height"], row["width"]
+    need, region = group_regions(read_policy(args.policy_checkpoint)["config"]), tuple(args.region)
+    ranges, start, in_group = [], 0, 0
+    for k, (h, w) in enumerate(hw):
+        if h >= region[0] and w >= region[1]:
+            in_group += len(grid_boxes(int(h), int(w), region))
+        if in_group >= need:  # the group closes with image k
+            in_group = 0
+            if k + 1 - start >= args.shard_size:
+                ranges.append((start, k + 1))
+                start = k + 1
+    if start < len(files):
+        ranges.append((start, len(files)))
+    return ranges
 
 
 # -- outputs -----------------------------------------------------------------------------------------------------
@@ -690,8 +754,6 @@ def check_args(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     need(args.state_images is None or args.state_images.is_dir(), "state-images", "an existing folder")
     need(args.ray_workers is None or args.ray_workers >= 1, "ray-workers", "an integer >= 1")
     need(args.shard_size >= 1, "shard-size", "an integer >= 1")
-    if args.ray is not None and args.policy == "ralis":
-        p.error("argument --ray: not with --policy ralis (its candidates are scored in groups that cross shards)")
     if args.ray is not None and (missing := ray_missing()):
         p.error(f"argument --ray: {missing}")
 

@@ -10,6 +10,8 @@ from _data_helpers import shared_data
 from PIL import Image
 
 from fastral import select, train
+from fastral._atomic import torch_save
+from fastral.al.query_network import QueryNetwork
 from fastral.models import build_model, save_checkpoint
 
 CAMVID_IMAGES = ("0001TP_006690.png", "0001TP_006720.png", "0001TP_006750.png", "0001TP_006780.png")
@@ -39,6 +41,18 @@ def tiny_checkpoint(path: Path, num_classes: int = 11, seed: int = 0) -> Path:
     model = build_model(num_classes, "compact", width=8, fpn_channels=16, head_channels=8)
     save_checkpoint(path, model)
     return path
+
+
+def tiny_policy(path: Path, num_classes: int = 11, seed: int = 1) -> QueryNetwork:
+    """A random query network saved as a fastral.run policy file for 4x4 entropy pooling and 8 KL bins, a state of
+    30 regions and scoring groups of 4 x 10 = 40 regions; returns the network."""
+    state_dim = num_classes + 1 + 3 * 4 * 4
+    torch.manual_seed(seed)
+    net = QueryNetwork(state_dim, state_regions=30, action_dim=state_dim + 2 * 8, gate_dim=2 * 8).eval()
+    config = {"entropy_pool": [4, 4], "kl_bins": 8, "regions_per_step": 4, "pool_size": 10}
+    state = {"format": "fastral-ralis-policy/1", "config": config, "seed": 0, "policy": "ralis"}
+    torch_save({**state, "state_dict": net.state_dict()}, path)
+    return net
 
 
 def run_select(images: Path, checkpoint: Path, out: Path, *extra: str) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from _data_helpers import single_thread  # noqa: F401 (fixture)
-from _labelling_helpers import camvid_folder, run_select, tiny_checkpoint
+from _labelling_helpers import camvid_folder, run_select, tiny_checkpoint, tiny_policy
 from test_run_cli import COMPARED, REPO, TINY, error_of
 
 from fastral import run as cli
@@ -148,12 +148,19 @@ def test_resume_after_the_driver_is_killed_reruns_only_unfinished_units(cluster,
     assert any(_log(out, u).count(SUBMITTED) == 2 for u in state["ray"]["units"])  # and some were
 
 
-def test_select_on_a_local_ray_instance_equals_the_serial_selection(tmp_path, single_thread):  # noqa: F811
+@pytest.mark.parametrize("policy", ["bald", "ralis"])
+def test_select_on_a_local_ray_instance_equals_the_serial_selection(policy, tmp_path, single_thread):  # noqa: F811
     """``--ray`` alone: the command starts (and stops) its own Ray instance. Not on the shared cluster: Ray Data
-    leaves detached actors there that slow its shutdown by 30 s."""
+    leaves detached actors there that slow its shutdown by 30 s. ralis scores groups of >= 40 regions (two of
+    these 24-region images), so its shards of --shard-size 1 must still hold whole groups: (a, b), (c, d)."""
     images, _ = camvid_folder(tmp_path)
     ckpt = tiny_checkpoint(tmp_path / "net.pt")
-    argv = ["--policy", "bald", "--bald-samples", "3", "--budget", "7", "--region", "45", "40"]
+    if policy == "bald":
+        argv = ["--policy", "bald", "--bald-samples", "3"]
+    else:
+        tiny_policy(tmp_path / "policy.pt")
+        argv = ["--policy", "ralis", "--policy-checkpoint", str(tmp_path / "policy.pt")]
+    argv += ["--budget", "7", "--region", "45", "40"]
     serial = run_select(images, ckpt, tmp_path / "serial", *argv)
     cmd = [
         sys.executable,

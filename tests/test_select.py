@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _data_helpers import single_thread  # noqa: F401 (fixture)
-from _labelling_helpers import camvid_folder, run_select, tiny_checkpoint
+from _labelling_helpers import camvid_folder, run_select, tiny_checkpoint, tiny_policy
 from PIL import Image
 
 import fastral
@@ -132,21 +132,8 @@ def test_ralis_scores_are_the_query_networks_q_values(folder, tmp_path):
     images, ckpt, _ = folder
     model, _ = load_checkpoint(ckpt)
     model.eval()
-    state_dim = 12 + 3 * 4 * 4
-    torch.manual_seed(1)
-    net = QueryNetwork(state_dim, state_regions=30, action_dim=state_dim + 2 * 8, gate_dim=2 * 8).eval()
-    config = {"entropy_pool": [4, 4], "kl_bins": 8, "regions_per_step": 4, "pool_size": 10}
     policy = tmp_path / "policy_seed0.pt"
-    torch_save(
-        {
-            "format": "fastral-ralis-policy/1",
-            "config": config,
-            "seed": 0,
-            "policy": "ralis",
-            "state_dict": net.state_dict(),
-        },
-        policy,
-    )
+    net = tiny_policy(policy)
     args = ("--policy", "ralis", "--policy-checkpoint", str(policy), "--budget", "5", "--region", *REGION)
     sel = run_select(images, ckpt, tmp_path / "out", *args)
     assert sel == run_select(images, ckpt, tmp_path / "again", *args)
