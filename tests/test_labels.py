@@ -12,21 +12,10 @@ from PIL import Image
 
 from fastral import labels, train
 from fastral.data.folder import PartialLabelFolder, label_path
+from fastral.data.presets import CAMVID_CLASSES
 
 REGION = ("45", "40")
-CAMVID = [
-    "sky",
-    "building",
-    "pole",
-    "road",
-    "pavement",
-    "tree",
-    "sign_symbol",
-    "fence",
-    "car",
-    "pedestrian",
-    "bicyclist",
-]
+CAMVID = list(CAMVID_CLASSES)  # the names fastral.select writes into the Label Studio config
 
 
 @pytest.fixture
