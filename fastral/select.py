@@ -41,6 +41,7 @@ each shard holds whole groups (at least ``--shard-size`` files).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Iterator
@@ -104,6 +105,12 @@ class Candidates:
         # lexsort sorts by the last key first: -score, then file, then row-major region position.
         keep = np.lexsort((self.boxes[:, 1], self.boxes[:, 0], self.files, -self.scores))[: self.budget]
         self.scores, self.files, self.boxes = self.scores[keep], self.files[keep], self.boxes[keep]
+
+
+def regions_of(height: int, width: int, region: tuple[int, int]) -> int:
+    """Regions of the grid of one image: 0 for an image smaller than a region (which the scan skips)."""
+    ny, nx = region_grid(height, width, region)
+    return ny * nx
 
 
 def grid_boxes(height: int, width: int, region: tuple[int, int]) -> np.ndarray:
@@ -353,6 +360,7 @@ def select_regions(
     candidates, skipped, sizes, timer = Candidates(budget), [], {}, scorer.timer
     scored = images_scored = 0
     group: list[tuple[int, torch.Tensor]] = []
+    group_size = 0  # regions in group
     shape_of: dict[int, tuple[int, int]] = {}
     # Scored images whose scores may still be computed by the featurizer thread, in file order: they join the
     # candidates in that order (so the selection does not depend on the threads' timing), one group later.
@@ -368,10 +376,12 @@ def select_regions(
             scored += int(free.sum())
 
     def flush():
+        nonlocal group_size
         scores = scorer.score([(files[k], x) for k, x in group], region, featurizer)
         pending.extend((k, tuple(x.shape[-2:]), s) for (k, x), s in zip(group, scores, strict=True))
         add_pending(keep=len(group))  # the older groups: their featurizer work ran during this group's forward
         group.clear()
+        group_size = 0
 
     with (
         tqdm(total=len(files), desc=f"scoring ({meta['policy']})", unit="image", disable=not progress) as bar,
@@ -390,7 +400,8 @@ def select_regions(
             images_scored += 1
             shape_of[k] = (h, w)
             group.append((k, image))
-            if sum(len(grid_boxes(*g.shape[-2:], region)) for _, g in group) >= scorer.group_regions:
+            group_size += regions_of(h, w, region)
+            if group_size >= scorer.group_regions:
                 flush()
             # Only the sizes of files that can still be selected are kept (memory bounded by the budget).
             live = set(candidates.files.tolist()) | {g for g, _ in group} | {g for g, _, _ in pending}
@@ -490,9 +501,8 @@ def image_sizes(batch: dict, root: Path, files: list[str]) -> dict:
     index = batch["index"]
     hw = np.full((len(index), 2), -1, np.int64)
     for i, k in enumerate(index):
-        image = _load(root / files[int(k)])
-        if not isinstance(image, ImageFileError):
-            hw[i] = image.shape[-2:]
+        with contextlib.suppress(ImageFileError):
+            hw[i] = read_image(root / files[int(k)]).shape[:2]
     return {"index": index, "height": hw[:, 0], "width": hw[:, 1]}
 
 
@@ -517,8 +527,8 @@ def shard_ranges(args: argparse.Namespace, files: list[str], workers: int) -> li
     need, region = group_regions(read_policy(args.policy_checkpoint)["config"]), tuple(args.region)
     ranges, start, in_group = [], 0, 0
     for k, (h, w) in enumerate(hw):
-        if h >= region[0] and w >= region[1]:
-            in_group += len(grid_boxes(int(h), int(w), region))
+        if h >= 0:  # readable
+            in_group += regions_of(int(h), int(w), region)
         if in_group >= need:  # the group closes with image k
             in_group = 0
             if k + 1 - start >= args.shard_size:

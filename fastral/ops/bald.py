@@ -138,7 +138,7 @@ def bald(
 def _bald_maps(kind: str, x: torch.Tensor, from_logits: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The BALD and entropy maps ``[B, H, W]`` of a checked ``[T, B, C, H, W]`` view."""
     impl = launcher(OP, backend, x.device)
-    bald_map, entropy = _empty_maps(x)
+    bald_map, entropy = _empty_maps(x.shape[1], x.shape[3], x.shape[4], x.device)
     if from_logits:
         warn_if_probabilities(OP, x, 2)
     if bald_map.numel():
@@ -148,9 +148,9 @@ def _bald_maps(kind: str, x: torch.Tensor, from_logits: bool, backend: str) -> t
     return bald_map, entropy
 
 
-def _empty_maps(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    B, H, W = x.shape[1], x.shape[3], x.shape[4]
-    return empty((B, H, W), torch.float32, x.device), empty((B, H, W), torch.float32, x.device)
+def _empty_maps(B: int, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The outputs ``bald`` and ``entropy``, ``[B, H, W]`` float32."""
+    return empty((B, H, W), torch.float32, device), empty((B, H, W), torch.float32, device)
 
 
 # torch.compile: the maps come from one opaque custom op, fastral::bald, so a compiled caller keeps a single graph
@@ -163,7 +163,8 @@ def _op(scores: torch.Tensor, from_logits: bool, backend: str, sample_dim: int) 
 
 @_op.register_fake
 def _(scores, from_logits, backend, sample_dim):
-    return _empty_maps(_stack(scores, sample_dim)[1])  # under torch.compile's fake mode: fake tensors
+    x = _stack(scores, sample_dim)[1]
+    return _empty_maps(x.shape[1], x.shape[3], x.shape[4], x.device)  # under torch.compile's fake mode: fake tensors
 
 
 class BaldAccumulator:
@@ -271,8 +272,7 @@ class BaldAccumulator:
         B, _, H, W = sum_p.shape
         region, mask = _check_region(region, ignore_mask, sum_p, B, H, W)
         impl = launcher(OP, self.backend, sum_p.device)
-        bald_map = empty((B, H, W), torch.float32, sum_p.device)
-        entropy = empty((B, H, W), torch.float32, sum_p.device)
+        bald_map, entropy = _empty_maps(B, H, W, sum_p.device)
         if bald_map.numel():
             with stream_context(self._kind, sum_p.device):
                 impl.module.bald_finalize(sum_p, sum_h, self.samples, bald_map, entropy)
